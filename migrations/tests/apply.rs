@@ -1,0 +1,126 @@
+//! The migration runner against the real local PostgreSQL + pgvector.
+
+use sqlx::PgPool;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run the tests through scripts/test.sh (or `scripts/platform.sh start && source .dev/env`)")
+    })
+}
+
+fn schema(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+async fn pool() -> PgPool {
+    PgPool::connect(&database_url()).await.unwrap()
+}
+
+async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
+        .bind(schema)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn applies_once_and_is_idempotent() {
+    let pool = pool().await;
+    let s = schema("mig_once");
+    let first = faceid_migrations::apply(&pool, &s).await.unwrap();
+    assert_eq!(first.newly_applied, vec![1]);
+    let second = faceid_migrations::apply(&pool, &s).await.unwrap();
+    assert!(second.newly_applied.is_empty());
+    assert_eq!(
+        tables(&pool, &s).await,
+        ["face_embeddings", "failed_login_attempts", "refresh_tokens", "schema_migrations", "users"]
+    );
+    // The HNSW index exists with L2 distance.
+    let def: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'face_embeddings_hnsw_idx'",
+    )
+    .bind(&s)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(def.contains("hnsw") && def.contains("vector_l2_ops"), "{def}");
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", faceid_migrations::quote_ident(&s)))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_runners_apply_each_migration_once() {
+    let pool = pool().await;
+    let s = schema("mig_race");
+    let runs = futures_join(&pool, &s).await;
+    let applied: usize = runs.iter().map(|a| a.newly_applied.len()).sum();
+    assert_eq!(applied, 1, "exactly one runner applied migration 1: {runs:?}");
+}
+
+async fn futures_join(pool: &PgPool, s: &str) -> Vec<faceid_migrations::Applied> {
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        let s = s.to_owned();
+        handles.push(tokio::spawn(async move { faceid_migrations::apply(&pool, &s).await.unwrap() }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let pool = pool().await;
+    let s = schema("mig_edit");
+    faceid_migrations::apply(&pool, &s).await.unwrap();
+    sqlx::query(&format!("UPDATE {}.schema_migrations SET checksum = '\\x00' WHERE version = 1", faceid_migrations::quote_ident(&s)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = faceid_migrations::apply(&pool, &s).await.unwrap_err();
+    assert!(matches!(err, faceid_migrations::Error::Modified { version: 1, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn schemas_are_separate() {
+    let pool = pool().await;
+    let (a, b) = (schema("mig_a"), schema("mig_b"));
+    faceid_migrations::apply(&pool, &a).await.unwrap();
+    faceid_migrations::apply(&pool, &b).await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {}.users (id, username, email, password_hash, face_embedding, model_version)
+         VALUES (gen_random_uuid(), 'alice', 'alice@example.com', 'x', array_fill(0.1, ARRAY[128])::vector, 'm')",
+        faceid_migrations::quote_ident(&a)
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let count = |s: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {}.users", faceid_migrations::quote_ident(&s)))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(a).await, 1);
+    assert_eq!(count(b).await, 0);
+}
+
+#[tokio::test]
+async fn invalid_schema_names_never_reach_sql() {
+    let pool = pool().await;
+    let err = faceid_migrations::apply(&pool, "x; DROP TABLE y").await.unwrap_err();
+    assert!(matches!(err, faceid_migrations::Error::InvalidSchemaName(_)));
+}

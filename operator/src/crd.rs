@@ -1,0 +1,758 @@
+//! The `FaceIdTenant` custom resource: its Rust types are the single source of the CRD.
+//!
+//! `faceid-operator crd` prints [`crd_yaml`]; `crds/faceidtenant.yaml` and the chart's copy
+//! are that output, checked for drift by `operator/tests/crd_drift.rs`.
+//!
+//! The API holds no floating-point numbers: thresholds are decimal strings validated by a
+//! pattern, everything else is an integer with bounds. Rules that span fields or compare
+//! with the previous object are CEL rules (`x-kubernetes-validations`); [`validate`]
+//! repeats every rule in Rust so that an object admitted by an older CRD still gets a
+//! clear condition instead of a broken Deployment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "faceid.dev";
+/// API version of the resource.
+pub const VERSION: &str = "v1alpha1";
+/// Annotation that, set to `"true"`, pauses reconciliation of one tenant.
+pub const PAUSED_ANNOTATION: &str = "faceid.dev/paused";
+/// Annotation that, set to `"true"` on a tenant being deleted, removes the finalizer
+/// without touching the database (an escape hatch when the database is gone for good).
+pub const SKIP_CLEANUP_ANNOTATION: &str = "faceid.dev/skip-cleanup";
+
+/// Pattern of a decimal in `[0, 1]` with at most three decimals (`"0.6"`, `"1"`, `"0.725"`).
+pub const UNIT_DECIMAL_PATTERN: &str = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$";
+/// Pattern of a rate limit, `COUNT/UNIT`.
+pub const RATE_PATTERN: &str = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$";
+/// Pattern of a tenant schema name (role names add a prefix, hence at most 56 characters).
+pub const SCHEMA_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,55}$";
+
+/// A FaceID tenant: an isolated PostgreSQL schema, its secrets and a scaled Deployment
+/// of the face-authentication service configured for it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "faceid.dev",
+    version = "v1alpha1",
+    kind = "FaceIdTenant",
+    plural = "faceidtenants",
+    singular = "faceidtenant",
+    namespaced,
+    status = "FaceIdTenantStatus",
+    shortname = "fit",
+    category = "faceid",
+    derive = "PartialEq",
+    doc = "A FaceID tenant: an isolated PostgreSQL schema with its migrations and HNSW index, generated signing and admin secrets, and a scaled Deployment of the face-authentication service configured for it.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Schema", type_ = "string", json_path = ".spec.database.schema"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    scale(
+        spec_replicas_path = ".spec.workload.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FaceIdTenantSpec {
+    /// Where the tenant's data lives and how its vector index is built.
+    pub database: DatabaseSpec,
+    /// Face matching settings.
+    #[serde(default)]
+    pub recognition: RecognitionSpec,
+    /// Passive liveness (anti-spoofing) settings.
+    #[serde(default)]
+    pub liveness: LivenessSpec,
+    /// Per-IP rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimitSpec,
+    /// Token lifetimes and lockout policy.
+    #[serde(default)]
+    pub security: SecuritySpec,
+    /// Redis for rate-limit counters shared by every replica. Unset: each replica limits
+    /// on its own (correct for one replica only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// Origins allowed by CORS (`*` for any). Empty: no CORS headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub cors_origins: Vec<String>,
+    /// The Deployment running the service.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+}
+
+/// A key of a Secret in the tenant's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".to_owned()
+}
+
+/// Database settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Secret key holding a PostgreSQL URL whose role may create schemas and roles
+    /// (`postgres://user:password@host:5432/db`). The service never sees it: it gets a
+    /// role limited to its schema.
+    pub connection_secret_ref: SecretKeyRef,
+    /// The tenant's schema. Immutable; `public`, `information_schema` and `pg_*` are
+    /// reserved. A schema already claimed by another tenant is refused.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,55}$"), length(min = 1, max = 56))]
+    #[x_kube(
+        validation = Rule::new("self != 'public' && self != 'information_schema' && !self.startsWith('pg_')").message("schema names public, information_schema and pg_* are reserved"),
+        validation = Rule::new("self == oldSelf").message("schema is immutable: create a new tenant to move data")
+    )]
+    pub schema: String,
+    /// HNSW vector index parameters.
+    #[serde(default)]
+    pub hnsw: HnswSpec,
+    /// What happens to the schema and its role when the tenant is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// pgvector HNSW parameters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.efConstruction >= 2 * self.m").message("efConstruction must be at least 2 * m")
+)]
+pub struct HnswSpec {
+    /// Links per node (pgvector `m`, 2..100). Changing it rebuilds the index concurrently.
+    #[serde(default = "default_m")]
+    #[schemars(range(min = 2, max = 100))]
+    pub m: i32,
+    /// Candidate list size while building (pgvector `ef_construction`, 4..1000, at
+    /// least 2 * m). Changing it rebuilds the index concurrently.
+    #[serde(default = "default_ef_construction")]
+    #[schemars(range(min = 4, max = 1000))]
+    pub ef_construction: i32,
+    /// Candidate list size while searching (`hnsw.ef_search`, 1..1000).
+    #[serde(default = "default_ef_search")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub ef_search: i32,
+}
+
+fn default_m() -> i32 {
+    16
+}
+fn default_ef_construction() -> i32 {
+    64
+}
+fn default_ef_search() -> i32 {
+    100
+}
+
+impl Default for HnswSpec {
+    fn default() -> Self {
+        Self {
+            m: default_m(),
+            ef_construction: default_ef_construction(),
+            ef_search: default_ef_search(),
+        }
+    }
+}
+
+/// What deleting the tenant does to its database objects.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the schema, its data and its role (a tenant of the same name and namespace
+    /// can adopt them again).
+    #[default]
+    Retain,
+    /// Drop the schema with all its data, and its role.
+    Delete,
+}
+
+/// Face matching settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecognitionSpec {
+    /// Largest embedding distance accepted as the same person, a decimal in [0, 1]
+    /// (lower is stricter).
+    #[serde(default = "default_tolerance")]
+    #[schemars(regex(pattern = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$"))]
+    pub tolerance: String,
+    /// Face detector name (`FACE_DETECTION_MODEL`). Unset: the service's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,31}$"))]
+    pub detection_model: Option<String>,
+}
+
+fn default_tolerance() -> String {
+    "0.6".to_owned()
+}
+
+impl Default for RecognitionSpec {
+    fn default() -> Self {
+        Self {
+            tolerance: default_tolerance(),
+            detection_model: None,
+        }
+    }
+}
+
+/// Passive liveness settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LivenessSpec {
+    /// Check liveness on registration and login.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Lowest liveness score accepted, a decimal in [0, 1].
+    #[serde(default = "default_liveness_threshold")]
+    #[schemars(regex(pattern = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$"))]
+    pub threshold: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_liveness_threshold() -> String {
+    "0.7".to_owned()
+}
+
+impl Default for LivenessSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: default_liveness_threshold(),
+        }
+    }
+}
+
+/// Per-IP rate limits, each `COUNT/UNIT` with unit second, minute, hour or day.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Apply rate limits.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Registrations per client IP.
+    #[serde(default = "default_rate_register")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"))]
+    pub register: String,
+    /// Logins per client IP.
+    #[serde(default = "default_rate_login")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"))]
+    pub login: String,
+    /// Requests per client IP to every other rate-limited endpoint.
+    #[serde(default = "default_rate_default")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"))]
+    pub default: String,
+}
+
+fn default_rate_register() -> String {
+    "5/hour".to_owned()
+}
+fn default_rate_login() -> String {
+    "10/minute".to_owned()
+}
+fn default_rate_default() -> String {
+    "100/hour".to_owned()
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            register: default_rate_register(),
+            login: default_rate_login(),
+            default: default_rate_default(),
+        }
+    }
+}
+
+/// Token lifetimes and lockout policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// Access token lifetime in minutes (1..1440).
+    #[serde(default = "default_access_minutes")]
+    #[schemars(range(min = 1, max = 1440))]
+    pub access_token_expire_minutes: i32,
+    /// Refresh token lifetime in days (1..365).
+    #[serde(default = "default_refresh_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub refresh_token_expire_days: i32,
+    /// Failed logins within an hour that lock an account (1..1000).
+    #[serde(default = "default_max_failed")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_failed_login_attempts: i32,
+    /// How long a locked account stays locked, in minutes (1..525600).
+    #[serde(default = "default_lockout_minutes")]
+    #[schemars(range(min = 1, max = 525_600))]
+    pub lockout_minutes: i32,
+    /// Failed attempts older than this many days are deleted (1..3650).
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub failed_attempt_retention_days: i32,
+}
+
+fn default_access_minutes() -> i32 {
+    30
+}
+fn default_refresh_days() -> i32 {
+    7
+}
+fn default_max_failed() -> i32 {
+    10
+}
+fn default_lockout_minutes() -> i32 {
+    30
+}
+fn default_retention_days() -> i32 {
+    30
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        Self {
+            access_token_expire_minutes: default_access_minutes(),
+            refresh_token_expire_days: default_refresh_days(),
+            max_failed_login_attempts: default_max_failed(),
+            lockout_minutes: default_lockout_minutes(),
+            failed_attempt_retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// Redis used for rate-limit counters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Secret key holding the Redis URL (`redis://host:6379/0`).
+    pub secret_ref: SecretKeyRef,
+}
+
+/// The Deployment running the service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Container image of the service. Unset: the operator's `--default-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Replicas when `autoscaling` is unset (0..100). Also the `scale` subresource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Horizontal autoscaling on CPU; when set, `replicas` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// CPU and memory requests and limits of the service container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Annotations added to the service's pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Directory of the ONNX models inside the image (`MODELS_DIR`). Unset: the
+    /// image's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[^\x00]{0,254}$"))]
+    pub models_dir: Option<String>,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: default_replicas(),
+            autoscaling: None,
+            resources: None,
+            pod_annotations: BTreeMap::new(),
+            models_dir: None,
+        }
+    }
+}
+
+/// CPU-based horizontal autoscaling.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas")
+)]
+pub struct AutoscalingSpec {
+    /// Fewest replicas (1..100).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Most replicas (1..100).
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation to aim for, in percent of the request (1..100).
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_cpu_target() -> i32 {
+    70
+}
+
+/// What the operator observed and did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FaceIdTenantStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `DatabaseReady`, `SecretsReady` and `WorkloadReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The provisioned schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The PostgreSQL role the service connects as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_role: Option<String>,
+    /// HNSW parameters of the index as built in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexStatus>,
+    /// In-cluster URL of the tenant's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Pods of the Deployment.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods passing their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pods (for the `scale` subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The operator-owned Secret with the generated credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// HNSW parameters read back from the database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStatus {
+    /// Applied `m`.
+    pub m: i32,
+    /// Applied `ef_construction`.
+    pub ef_construction: i32,
+}
+
+/// The CRD as YAML, exactly as committed in `crds/faceidtenant.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&FaceIdTenant::crd())?;
+    Ok(format!(
+        "# Generated by `cargo run -p faceid-operator -- crd`: do not edit by hand.\n---\n{body}"
+    ))
+}
+
+/// One problem found by [`validate`], naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// JSON path of the field, e.g. `spec.database.hnsw.efConstruction`.
+    pub field: &'static str,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Whether `s` is a decimal in `[0, 1]` with at most three decimals.
+pub fn is_unit_decimal(s: &str) -> bool {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac_ok = frac.len() <= 3 && frac.bytes().all(|b| b.is_ascii_digit());
+    let dot_ok = !s.ends_with('.');
+    match int {
+        "0" => frac_ok && dot_ok,
+        "1" => frac_ok && dot_ok && frac.bytes().all(|b| b == b'0'),
+        _ => false,
+    }
+}
+
+/// Whether `s` is a rate limit `COUNT/UNIT` as the service accepts it.
+pub fn is_rate(s: &str) -> bool {
+    let Some((count, unit)) = s.split_once('/') else {
+        return false;
+    };
+    let count_ok = (1..=6).contains(&count.len())
+        && count.bytes().all(|b| b.is_ascii_digit())
+        && !count.starts_with('0');
+    count_ok && matches!(unit, "second" | "minute" | "hour" | "day")
+}
+
+/// Whether `schema` is reserved by PostgreSQL or shared by every tenant.
+pub fn is_reserved_schema(schema: &str) -> bool {
+    schema == "public" || schema == "information_schema" || schema.starts_with("pg_")
+}
+
+fn in_range(
+    out: &mut Vec<Invalid>,
+    field: &'static str,
+    value: i32,
+    range: std::ops::RangeInclusive<i32>,
+) {
+    if !range.contains(&value) {
+        out.push(Invalid {
+            field,
+            message: format!(
+                "{value} is out of range: use {}..{}",
+                range.start(),
+                range.end()
+            ),
+        });
+    }
+}
+
+/// Checks every rule of the schema and its CEL rules, except immutability (which needs
+/// the previous object). Pure: the reconciler calls it before touching anything.
+pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
+    let mut out = Vec::new();
+    let db = &spec.database;
+    if db.connection_secret_ref.name.is_empty() {
+        out.push(Invalid {
+            field: "spec.database.connectionSecretRef.name",
+            message: "name the Secret holding the database URL".to_owned(),
+        });
+    }
+    if faceid_migrations::validate_schema_name(&db.schema).is_err() || db.schema.len() > 56 {
+        out.push(Invalid {
+            field: "spec.database.schema",
+            message: format!(
+                "{:?} is not a valid schema name: use 1-56 characters from a-z, 0-9 and _, starting with a letter or _",
+                db.schema
+            ),
+        });
+    } else if is_reserved_schema(&db.schema) {
+        out.push(Invalid {
+            field: "spec.database.schema",
+            message: format!(
+                "{:?} is reserved (public, information_schema, pg_*): choose a schema of the tenant's own",
+                db.schema
+            ),
+        });
+    }
+    let h = &db.hnsw;
+    in_range(&mut out, "spec.database.hnsw.m", h.m, 2..=100);
+    in_range(
+        &mut out,
+        "spec.database.hnsw.efConstruction",
+        h.ef_construction,
+        4..=1000,
+    );
+    in_range(&mut out, "spec.database.hnsw.efSearch", h.ef_search, 1..=1000);
+    if i64::from(h.ef_construction) < 2 * i64::from(h.m) {
+        out.push(Invalid {
+            field: "spec.database.hnsw.efConstruction",
+            message: format!(
+                "must be at least 2 * m = {} (got {})",
+                2 * i64::from(h.m),
+                h.ef_construction
+            ),
+        });
+    }
+    if !is_unit_decimal(&spec.recognition.tolerance) {
+        out.push(Invalid {
+            field: "spec.recognition.tolerance",
+            message: format!(
+                "{:?} is not a decimal in [0, 1] with at most 3 decimals",
+                spec.recognition.tolerance
+            ),
+        });
+    }
+    if let Some(model) = &spec.recognition.detection_model {
+        let ok = !model.is_empty()
+            && model.len() <= 32
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            out.push(Invalid {
+                field: "spec.recognition.detectionModel",
+                message: format!("{model:?} is not a model name (a-z, 0-9, _ and -)"),
+            });
+        }
+    }
+    if !is_unit_decimal(&spec.liveness.threshold) {
+        out.push(Invalid {
+            field: "spec.liveness.threshold",
+            message: format!(
+                "{:?} is not a decimal in [0, 1] with at most 3 decimals",
+                spec.liveness.threshold
+            ),
+        });
+    }
+    for (field, value) in [
+        ("spec.rateLimits.register", &spec.rate_limits.register),
+        ("spec.rateLimits.login", &spec.rate_limits.login),
+        ("spec.rateLimits.default", &spec.rate_limits.default),
+    ] {
+        if !is_rate(value) {
+            out.push(Invalid {
+                field,
+                message: format!(
+                    "{value:?} is not COUNT/UNIT (unit second, minute, hour or day), e.g. 10/minute"
+                ),
+            });
+        }
+    }
+    let s = &spec.security;
+    in_range(
+        &mut out,
+        "spec.security.accessTokenExpireMinutes",
+        s.access_token_expire_minutes,
+        1..=1440,
+    );
+    in_range(
+        &mut out,
+        "spec.security.refreshTokenExpireDays",
+        s.refresh_token_expire_days,
+        1..=365,
+    );
+    in_range(
+        &mut out,
+        "spec.security.maxFailedLoginAttempts",
+        s.max_failed_login_attempts,
+        1..=1000,
+    );
+    in_range(
+        &mut out,
+        "spec.security.lockoutMinutes",
+        s.lockout_minutes,
+        1..=525_600,
+    );
+    in_range(
+        &mut out,
+        "spec.security.failedAttemptRetentionDays",
+        s.failed_attempt_retention_days,
+        1..=3650,
+    );
+    if let Some(redis) = &spec.redis
+        && redis.secret_ref.name.is_empty()
+    {
+        out.push(Invalid {
+            field: "spec.redis.secretRef.name",
+            message: "name the Secret holding the Redis URL".to_owned(),
+        });
+    }
+    if spec.cors_origins.iter().any(|o| o.is_empty() || o.contains(',')) {
+        out.push(Invalid {
+            field: "spec.corsOrigins",
+            message: "each origin must be non-empty and contain no comma".to_owned(),
+        });
+    }
+    let w = &spec.workload;
+    in_range(&mut out, "spec.workload.replicas", w.replicas, 0..=100);
+    if let Some(a) = &w.autoscaling {
+        in_range(
+            &mut out,
+            "spec.workload.autoscaling.minReplicas",
+            a.min_replicas,
+            1..=100,
+        );
+        in_range(
+            &mut out,
+            "spec.workload.autoscaling.maxReplicas",
+            a.max_replicas,
+            1..=100,
+        );
+        in_range(
+            &mut out,
+            "spec.workload.autoscaling.targetCPUUtilizationPercentage",
+            a.target_cpu_utilization_percentage,
+            1..=100,
+        );
+        if a.min_replicas > a.max_replicas {
+            out.push(Invalid {
+                field: "spec.workload.autoscaling",
+                message: format!(
+                    "minReplicas ({}) must not exceed maxReplicas ({})",
+                    a.min_replicas, a.max_replicas
+                ),
+            });
+        }
+    }
+    if let Some(dir) = &w.models_dir
+        && (!dir.starts_with('/') || dir.len() > 255)
+    {
+        out.push(Invalid {
+            field: "spec.workload.modelsDir",
+            message: format!("{dir:?} must be an absolute path"),
+        });
+    }
+    if w.image.as_deref().is_some_and(str::is_empty) {
+        out.push(Invalid {
+            field: "spec.workload.image",
+            message: "must not be empty (leave it unset for the operator's default)".to_owned(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_in_the_unit_interval() {
+        for ok in ["0", "0.6", "0.725", "1", "1.0", "1.000", "0.0"] {
+            assert!(is_unit_decimal(ok), "{ok}");
+        }
+        for bad in ["", "0.", "1.5", "2", "0.1234", "-0.1", ".5", "0,5", "1e-1", "01"] {
+            assert!(!is_unit_decimal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        for ok in ["5/hour", "10/minute", "1/second", "999999/day"] {
+            assert!(is_rate(ok), "{ok}");
+        }
+        for bad in ["", "0/hour", "05/hour", "10/minutes", "ten/minute", "1000000/day", "5"] {
+            assert!(!is_rate(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_schemas() {
+        assert!(is_reserved_schema("public"));
+        assert!(is_reserved_schema("information_schema"));
+        assert!(is_reserved_schema("pg_catalog"));
+        assert!(is_reserved_schema("pg_anything"));
+        assert!(!is_reserved_schema("tenant_pg"));
+    }
+}

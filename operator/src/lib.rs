@@ -1,0 +1,20 @@
+//! The FaceID Kubernetes operator: the `FaceIdTenant` resource and its reconciler.
+//!
+//! Also a library, so that end-to-end tests provision tenants with exactly the code the
+//! reconciler runs:
+//! - [`database::provision`] / [`database::deprovision`]: a tenant's schema, role,
+//!   migrations and HNSW index in PostgreSQL;
+//! - [`config::render_env`]: the environment a tenant's service process gets;
+//! - [`resources::build`]: the Kubernetes objects of a tenant (pure);
+//! - [`crd::validate`]: every rule of the resource's schema, in Rust.
+
+pub mod conditions;
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod database;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+
+pub use crd::{FaceIdTenant, FaceIdTenantSpec, FaceIdTenantStatus};

@@ -1,0 +1,463 @@
+//! The desired Kubernetes objects of one tenant. Pure: built from the tenant and the
+//! values read for it, never failing, unit-tested without any API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricSpec, MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::config::{SERVICE_PORT, TenantSecrets, render_config, render_env};
+use crate::crd::FaceIdTenant;
+
+/// Annotation on the pod template holding a hash of the whole environment, so any
+/// configuration or credential change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "faceid.dev/config-hash";
+/// Label naming the tenant on every child object.
+pub const TENANT_LABEL: &str = "faceid.dev/tenant";
+/// Value of `app.kubernetes.io/managed-by` on every child object.
+pub const MANAGED_BY: &str = "faceid-operator";
+/// Keys of the operator-owned credentials Secret.
+pub mod keys {
+    /// Token signing key.
+    pub const SECRET_KEY: &str = "SECRET_KEY";
+    /// Admin bearer credential.
+    pub const ADMIN_API_KEY: &str = "ADMIN_API_KEY";
+    /// Password of the tenant's database role.
+    pub const DATABASE_PASSWORD: &str = "DATABASE_PASSWORD";
+    /// URL of the tenant's database role.
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+}
+
+/// Name of the tenant's Deployment, Service, autoscaler and disruption budget.
+pub fn workload_name(tenant: &FaceIdTenant) -> String {
+    tenant.name_any()
+}
+/// Name of the tenant's ConfigMap.
+pub fn config_map_name(tenant: &FaceIdTenant) -> String {
+    format!("{}-config", tenant.name_any())
+}
+/// Name of the operator-owned Secret with the generated credentials.
+pub fn secret_name(tenant: &FaceIdTenant) -> String {
+    format!("{}-credentials", tenant.name_any())
+}
+
+/// Labels selecting the tenant's pods.
+pub fn selector_labels(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "faceid".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), tenant.name_any()),
+    ])
+}
+
+/// The selector as a string, for the `scale` subresource.
+pub fn selector_string(tenant: &FaceIdTenant) -> String {
+    selector_labels(tenant)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Labels on every child object.
+pub fn labels(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
+    let mut l = selector_labels(tenant);
+    l.insert("app.kubernetes.io/component".to_owned(), "api".to_owned());
+    l.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGED_BY.to_owned(),
+    );
+    l.insert(TENANT_LABEL.to_owned(), tenant.name_any());
+    l
+}
+
+/// In-cluster URL of the tenant's API.
+pub fn endpoint(tenant: &FaceIdTenant) -> String {
+    format!(
+        "http://{}.{}.svc:80",
+        workload_name(tenant),
+        tenant.namespace().unwrap_or_else(|| "default".to_owned())
+    )
+}
+
+/// Whether `owner_refs` make `tenant` the controller of an object.
+pub fn is_controlled_by(owner_refs: &[OwnerReference], tenant: &FaceIdTenant) -> bool {
+    let uid = tenant.uid();
+    owner_refs
+        .iter()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
+}
+
+/// Everything the builders need besides the tenant.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// Image of the service (the spec's or the operator's default).
+    pub image: String,
+    /// Secret values of the tenant.
+    pub secrets: TenantSecrets,
+    /// Password of the tenant's database role.
+    pub database_password: String,
+}
+
+/// The desired child objects of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Generated credentials (operator-owned).
+    pub secret: Secret,
+    /// Non-secret environment.
+    pub config_map: ConfigMap,
+    /// The service's pods.
+    pub deployment: Deployment,
+    /// ClusterIP Service in front of the pods.
+    pub service: Service,
+    /// Autoscaler, only when `spec.workload.autoscaling` is set.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    /// Disruption budget (at most one pod down at a time).
+    pub disruption_budget: PodDisruptionBudget,
+}
+
+fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: tenant.namespace(),
+        labels: Some(labels(tenant)),
+        owner_references: tenant.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// SHA-256 of the complete environment (configuration and secrets), hex.
+pub fn config_hash(env: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in env {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds every desired child object of `tenant`.
+pub fn build(tenant: &FaceIdTenant, inputs: &Inputs) -> Desired {
+    Desired {
+        secret: secret(tenant, inputs),
+        config_map: config_map(tenant),
+        deployment: deployment(tenant, inputs),
+        service: service(tenant),
+        autoscaler: autoscaler(tenant),
+        disruption_budget: disruption_budget(tenant),
+    }
+}
+
+/// The operator-owned credentials Secret.
+pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
+    let s = &inputs.secrets;
+    let data = BTreeMap::from([
+        (
+            keys::SECRET_KEY.to_owned(),
+            ByteString(s.secret_key.clone().into_bytes()),
+        ),
+        (
+            keys::ADMIN_API_KEY.to_owned(),
+            ByteString(s.admin_api_key.clone().into_bytes()),
+        ),
+        (
+            keys::DATABASE_PASSWORD.to_owned(),
+            ByteString(inputs.database_password.clone().into_bytes()),
+        ),
+        (
+            keys::DATABASE_URL.to_owned(),
+            ByteString(s.database_url.clone().into_bytes()),
+        ),
+    ]);
+    Secret {
+        metadata: meta(tenant, secret_name(tenant)),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// The ConfigMap with the non-secret environment.
+pub fn config_map(tenant: &FaceIdTenant) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(tenant, config_map_name(tenant)),
+        data: Some(render_config(tenant)),
+        ..ConfigMap::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// Requests and limits when the spec sets none: enough for the face engine.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("250m".to_owned())),
+            ("memory".to_owned(), Quantity("512Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The service's Deployment.
+pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
+    let spec = &tenant.spec;
+    let mut env = vec![
+        secret_env("DATABASE_URL", &secret_name(tenant), keys::DATABASE_URL),
+        secret_env("SECRET_KEY", &secret_name(tenant), keys::SECRET_KEY),
+        secret_env("ADMIN_API_KEY", &secret_name(tenant), keys::ADMIN_API_KEY),
+    ];
+    if let Some(redis) = &spec.redis {
+        env.push(secret_env(
+            "REDIS_URL",
+            &redis.secret_ref.name,
+            &redis.secret_ref.key,
+        ));
+    }
+    let mut annotations = spec.workload.pod_annotations.clone();
+    annotations.insert(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        config_hash(&render_env(tenant, &inputs.secrets)),
+    );
+    let pod_labels = labels(tenant);
+
+    let container = Container {
+        name: "faceid".to_owned(),
+        image: Some(inputs.image.clone()),
+        args: Some(vec!["serve".to_owned()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: i32::from(SERVICE_PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(tenant),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(env),
+        resources: Some(
+            spec.workload
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        startup_probe: Some(http_probe("/health", 2, 60)),
+        liveness_probe: Some(http_probe("/health", 10, 3)),
+        readiness_probe: Some(http_probe("/ready", 5, 2)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(DeploymentSpec {
+            // With an autoscaler the replica count is the autoscaler's to set.
+            replicas: spec
+                .workload
+                .autoscaling
+                .is_none()
+                .then_some(spec.workload.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(tenant)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity("64Mi".to_owned())),
+                            ..EmptyDirVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The ClusterIP Service (port 80 to the pods' `http` port).
+pub fn service(tenant: &FaceIdTenant) -> Service {
+    Service {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector_labels(tenant)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The CPU autoscaler, when the spec asks for one.
+pub fn autoscaler(tenant: &FaceIdTenant) -> Option<HorizontalPodAutoscaler> {
+    let a = tenant.spec.workload.autoscaling.as_ref()?;
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: workload_name(tenant),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(a.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+/// The disruption budget: at most one pod evicted at a time (never blocks a drain).
+pub fn disruption_budget(tenant: &FaceIdTenant) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(tenant)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Reads a UTF-8 value of a Secret (`data`, or `stringData` as written by a client).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+}
+
+/// The kind `K`'s name in messages.
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
+}

@@ -1,0 +1,297 @@
+//! The service's configuration: one `clap` struct whose every field reads an environment
+//! variable. Its doc comments are `faceid serve --help`. The variable names are the
+//! original service's, and the operator renders exactly these for each tenant.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::domain::ratelimit::RateSpec;
+use crate::face::EngineArgs;
+
+/// Settings of `faceid serve`.
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// PostgreSQL connection URL (the database holding the tenant schema).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// The tenant's schema: every query runs with `search_path` set to it.
+    #[arg(long, env = "DATABASE_SCHEMA", default_value = "public", value_parser = parse_schema)]
+    pub database_schema: String,
+
+    /// Apply pending migrations to the schema at start-up (the operator sets false and
+    /// migrates itself).
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// Longest a single SQL statement may run before it is cancelled, in milliseconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub database_statement_timeout_ms: u64,
+
+    /// Redis URL for rate-limit counters shared by every replica. Unset: an in-process
+    /// limiter (correct for one replica only).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// What rate-limited endpoints do while Redis is configured but unreachable:
+    /// `closed` refuses with 503, `open` lets the request through (logged and counted).
+    /// Login and registration default to closed, everything else to open.
+    #[arg(long, env = "RATE_LIMIT_REDIS_FAILURE", value_enum, default_value_t = RedisFailurePolicy::ClosedForAuth)]
+    pub rate_limit_redis_failure: RedisFailurePolicy,
+
+    /// Tenant name: the tokens' audience, the Redis key prefix and a label in logs.
+    #[arg(long, env = "TENANT", default_value = "default", value_parser = parse_tenant)]
+    pub tenant: String,
+
+    /// HS256 signing key for tokens: at least 32 bytes.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    pub secret_key: String,
+
+    /// Bearer credential for the admin endpoints: at least 16 bytes.
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true, value_parser = parse_admin_key)]
+    pub admin_api_key: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Check liveness (anti-spoofing) on registration and login.
+    #[arg(long, env = "LIVENESS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub liveness_enabled: bool,
+
+    /// 1:N login refuses a match whose runner-up (another user) is within this many
+    /// distance units of the best match: such a probe does not single out one person.
+    #[arg(long, env = "MATCH_AMBIGUITY_MARGIN", default_value_t = 0.05, value_parser = parse_margin)]
+    pub match_ambiguity_margin: f32,
+
+    /// Apply rate limits.
+    #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit_enabled: bool,
+
+    /// Registrations per client IP, as COUNT/UNIT (unit: second, minute, hour, day).
+    #[arg(long, env = "RATE_LIMIT_REGISTER", default_value = "5/hour")]
+    pub rate_limit_register: RateSpec,
+
+    /// Logins per client IP.
+    #[arg(long, env = "RATE_LIMIT_LOGIN", default_value = "10/minute")]
+    pub rate_limit_login: RateSpec,
+
+    /// Requests per client IP to every other rate-limited endpoint.
+    #[arg(long, env = "RATE_LIMIT_DEFAULT", default_value = "100/hour")]
+    pub rate_limit_default: RateSpec,
+
+    /// Read the client IP from `X-Forwarded-For`, trusting this many proxy hops in front
+    /// of the service (0: use the socket address and ignore the header).
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub trusted_proxy_hops: u8,
+
+    /// Access token lifetime in minutes.
+    #[arg(long, env = "ACCESS_TOKEN_EXPIRE_MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub access_token_expire_minutes: u32,
+
+    /// Refresh token lifetime in days.
+    #[arg(long, env = "REFRESH_TOKEN_EXPIRE_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub refresh_token_expire_days: u32,
+
+    /// Failed logins against one account within an hour that lock it.
+    #[arg(long, env = "MAX_FAILED_LOGIN_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_failed_login_attempts: u32,
+
+    /// How long a locked account stays locked, in minutes.
+    #[arg(long, env = "LOCKOUT_MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=525_600))]
+    pub lockout_minutes: u32,
+
+    /// Failed attempts older than this many days are deleted.
+    #[arg(long, env = "FAILED_ATTEMPT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub failed_attempt_retention_days: u32,
+
+    /// HNSW search breadth (`hnsw.ef_search`): higher finds the true nearest face more
+    /// often at some cost in latency.
+    #[arg(long, env = "HNSW_EF_SEARCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub hnsw_ef_search: u32,
+
+    /// Largest accepted request body in bytes (larger: 413 before the body is read).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=100 * 1024 * 1024))]
+    pub max_upload_bytes: u64,
+
+    /// Longest a request may take before it is answered 503, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_seconds: u64,
+
+    /// Origins allowed by CORS, comma-separated (`*` for any). Empty: no CORS headers.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Log format: `json` (one JSON object per line) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// The face engine's settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    // Secrets and URLs with passwords never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("database_schema", &self.database_schema)
+            .field("tenant", &self.tenant)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("redis", &self.redis_url.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeArgs {
+    /// Access-token lifetime.
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.access_token_expire_minutes) * 60)
+    }
+    /// Refresh-token lifetime.
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.refresh_token_expire_days) * 86_400)
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Behaviour of rate-limited endpoints while Redis is configured but down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RedisFailurePolicy {
+    /// Refuse login and registration (503), let other endpoints through.
+    ClosedForAuth,
+    /// Refuse every rate-limited endpoint (503).
+    Closed,
+    /// Let every request through.
+    Open,
+}
+
+fn parse_schema(s: &str) -> Result<String, String> {
+    faceid_migrations::validate_schema_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_tenant(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1-63 characters from a-z, 0-9, - and _".to_owned())
+    }
+}
+
+fn parse_secret_key(s: &str) -> Result<String, String> {
+    if s.len() < 32 {
+        Err(format!(
+            "must be at least 32 bytes (got {}); generate one with `openssl rand -base64 48`",
+            s.len()
+        ))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_admin_key(s: &str) -> Result<String, String> {
+    if s.len() < 16 {
+        Err(format!("must be at least 16 bytes (got {})", s.len()))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_margin(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0 and 1".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut args = vec![
+            "faceid",
+            "--database-url",
+            "postgres://x@localhost/db",
+            "--secret-key",
+            "0123456789abcdef0123456789abcdef",
+            "--admin-api-key",
+            "0123456789abcdef",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|c| c.serve)
+    }
+
+    #[test]
+    fn defaults_match_the_original_service() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.port, 8000);
+        assert_eq!(a.rate_limit_register.to_string(), "5/hour");
+        assert_eq!(a.rate_limit_login.to_string(), "10/minute");
+        assert_eq!(a.rate_limit_default.to_string(), "100/hour");
+        assert_eq!(a.max_failed_login_attempts, 10);
+        assert_eq!(a.lockout_minutes, 30);
+        assert_eq!(a.access_token_expire_minutes, 30);
+        assert_eq!(a.failed_attempt_retention_days, 30);
+        assert!(a.liveness_enabled && a.rate_limit_enabled && a.migrate_on_start);
+        assert_eq!(a.database_schema, "public");
+    }
+
+    #[test]
+    fn short_secret_key_is_refused_with_the_variable_named() {
+        let err = parse(&["--secret-key", "short"]).err().unwrap().to_string();
+        assert!(err.contains("SECRET_KEY") || err.contains("secret-key"), "{err}");
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert!(parse(&["--database-schema", "Bad;Name"]).is_err());
+        assert!(parse(&["--rate-limit-login", "ten/minute"]).is_err());
+        assert!(parse(&["--tenant", "Tenant A"]).is_err());
+        assert!(parse(&["--max-failed-login-attempts", "0"]).is_err());
+        assert!(parse(&["--match-ambiguity-margin", "2"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let a = parse(&[]).unwrap();
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(!shown.contains("postgres://"), "{shown}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The face engine's command line: `embed`, `liveness`, `compare`, `eval`, `bench`.
+//! Each prints JSON lines (one per image) or, for `eval` and `bench`, a Markdown report.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{AnalyzeOptions, EngineArgs, FaceEngine, FaceError, Purpose};
+
+/// Face engine commands (subcommands of the service binary).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum FaceCommand {
+    /// Embed faces: one JSON line per image with every face's box, score, landmarks,
+    /// quality, 128-d embedding, and the per-stage milliseconds.
+    Embed {
+        /// Image files (JPEG, PNG, WebP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Passive liveness: one JSON line per image with the score, the decision at
+    /// LIVENESS_THRESHOLD and every signal (largest face).
+    Liveness {
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Compare the largest faces of two images: Euclidean distance and the decision at
+    /// FACE_RECOGNITION_TOLERANCE.
+    Compare {
+        /// First image.
+        a: PathBuf,
+        /// Second image.
+        b: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Evaluate on a folder laid out like ../shared/faces (genuine/, noface/, multiface/,
+    /// bad/, spoof/attack, spoof/live): distance distributions, acceptance rates, EER,
+    /// liveness APCER/BPCER. Prints Markdown.
+    Eval {
+        /// The folder.
+        #[arg(default_value = "../shared/faces")]
+        dir: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Per-stage latency (min/median/p95) for a 640x480 and a 1280x720 photo, one thread
+    /// and two, plus model FLOPs and achieved GFLOP/s. Prints Markdown.
+    Bench {
+        /// Photo to letterbox into the two sizes.
+        #[arg(long, default_value = "../shared/faces/genuine/barack_obama_1.jpg")]
+        image: PathBuf,
+        /// Timed runs per configuration (after 3 warm-up runs).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        runs: u32,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+/// Runs a face command, printing its output on stdout.
+pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
+    match cmd {
+        FaceCommand::Embed { images, engine } => {
+            let engine = load(&engine)?;
+            for path in images {
+                let line = match std::fs::read(&path) {
+                    Ok(bytes) => match engine.embed_all_blocking(&bytes) {
+                        Ok(all) => json!({
+                            "image": path,
+                            "face_count": all.faces.len(),
+                            "faces": all.faces,
+                            "timings": all.timings,
+                            "model_version": engine.model_version(),
+                        }),
+                        Err(e) => error_line(&path, &e),
+                    },
+                    Err(e) => json!({"image": path, "error": {"code": "io", "message": e.to_string()}}),
+                };
+                println!("{line}");
+            }
+        }
+        FaceCommand::Liveness { images, engine } => {
+            let engine = load(&engine)?;
+            for path in images {
+                let line = match std::fs::read(&path) {
+                    Ok(bytes) => match engine.liveness_blocking(&bytes) {
+                        Ok((report, raw)) => json!({
+                            "image": path,
+                            "score": report.score,
+                            "is_live": report.is_live,
+                            "threshold": engine.liveness_threshold(),
+                            "signals": report.signals,
+                            "raw": raw,
+                        }),
+                        Err(e) => error_line(&path, &e),
+                    },
+                    Err(e) => json!({"image": path, "error": {"code": "io", "message": e.to_string()}}),
+                };
+                println!("{line}");
+            }
+        }
+        FaceCommand::Compare { a, b, engine } => {
+            let engine = load(&engine)?;
+            let opts = AnalyzeOptions {
+                purpose: Purpose::Identify,
+                liveness: false,
+            };
+            let embed = |p: &PathBuf| -> anyhow::Result<super::Embedding> {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let analysis = engine
+                    .analyze_blocking(&bytes, opts)
+                    .map_err(|e| anyhow::anyhow!("{}: {} ({})", p.display(), e, e.code()))?;
+                Ok(analysis.face.embedding)
+            };
+            let (ea, eb) = (embed(&a)?, embed(&b)?);
+            let distance = ea.distance(&eb);
+            println!(
+                "{}",
+                json!({
+                    "a": a,
+                    "b": b,
+                    "distance": distance,
+                    "tolerance": engine.tolerance(),
+                    "same_person": distance <= engine.tolerance(),
+                })
+            );
+        }
+        FaceCommand::Eval { dir, engine } => {
+            let args = engine.clone();
+            let engine = load(&engine)?;
+            let report = super::eval::evaluate(&engine, &dir)?;
+            print!("{}", super::eval::markdown(&report, &dir, &args));
+        }
+        FaceCommand::Bench {
+            image,
+            runs,
+            engine,
+        } => {
+            let text = super::bench::run(&engine, &image, runs as usize)?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+fn load(args: &EngineArgs) -> anyhow::Result<FaceEngine> {
+    FaceEngine::load(args.config()).context("loading the face engine")
+}
+
+fn error_line(path: &std::path::Path, e: &FaceError) -> serde_json::Value {
+    json!({"image": path, "error": {"code": e.code(), "message": e.to_string()}})
+}

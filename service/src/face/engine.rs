@@ -1,0 +1,466 @@
+//! The engine: the model sessions, the slot pool and the pipeline of one analysis.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::align::{self, CHIP_PADDING, CHIP_SIZE, Chip};
+use super::detect::{self, Detection};
+use super::embed::Embedding;
+use super::landmarks;
+use super::liveness::{self, LivenessReport, LivenessSignals, RawFeatures};
+use super::models::{self, VerifiedModel};
+use super::pool::Pool;
+use super::quality::{self, MIN_FACE_PX};
+use super::{
+    Analysis, AnalyzeOptions, COMPARABLE_FACE_AREA, EngineConfig, EngineError, FaceError,
+    FaceReport, Purpose, StageTimings, decode,
+};
+
+/// Every face of an image (see [`FaceEngine::embed_all_blocking`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllFaces {
+    /// The faces, largest first.
+    pub faces: Vec<FaceEntry>,
+    /// Milliseconds per stage, summed over the faces.
+    pub timings: StageTimings,
+}
+
+/// One face of [`AllFaces`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FaceEntry {
+    /// The face.
+    #[serde(flatten)]
+    pub face: FaceReport,
+    /// The quality check it fails, if any.
+    pub issue: Option<super::QualityIssue>,
+}
+
+/// One set of sessions: what a single analysis needs exclusively.
+struct Sessions {
+    detector: Session,
+    landmarks: Session,
+    recognition: Session,
+    anti_spoof: Session,
+}
+
+struct Inner {
+    config: EngineConfig,
+    pool: Pool<Sessions>,
+    admission: Arc<tokio::sync::Semaphore>,
+    model_version: String,
+    model_hashes: Vec<(&'static str, String)>,
+}
+
+/// The face engine. Cloning is cheap (an `Arc`); every clone shares the sessions.
+#[derive(Clone)]
+pub struct FaceEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FaceEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaceEngine")
+            .field("model_version", &self.inner.model_version)
+            .field("pool_size", &self.inner.pool.size())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+fn infer_err(stage: &str) -> impl Fn(ort::Error) -> FaceError + '_ {
+    move |e| FaceError::Inference(format!("{stage}: {e}"))
+}
+
+/// Runs `session` on one `[n, 3, h, w]` input and returns its first output.
+fn run(
+    session: &mut Session,
+    stage: &str,
+    shape: [usize; 4],
+    data: &[f32],
+) -> Result<(Vec<i64>, Vec<f32>), FaceError> {
+    let input = TensorRef::from_array_view((shape, data)).map_err(infer_err(stage))?;
+    let outputs = session
+        .run(ort::inputs![input])
+        .map_err(infer_err(stage))?;
+    if outputs.len() == 0 {
+        return Err(FaceError::Inference(format!("{stage}: no output")));
+    }
+    let (out_shape, values) = outputs[0]
+        .try_extract_tensor::<f32>()
+        .map_err(infer_err(stage))?;
+    Ok((out_shape.to_vec(), values.to_vec()))
+}
+
+impl FaceEngine {
+    /// Verifies every model against the checksums compiled into the binary, loads ONNX
+    /// Runtime and builds `pool_size` sets of sessions.
+    pub fn load(config: EngineConfig) -> Result<FaceEngine, EngineError> {
+        if config.pool_size == 0 || config.intra_op_threads == 0 {
+            return Err(EngineError::Config(
+                "FACE_POOL_SIZE and FACE_INTRA_OP_THREADS must be at least 1".into(),
+            ));
+        }
+        if !(config.tolerance > 0.0 && config.tolerance <= 2.0) {
+            return Err(EngineError::Config(format!(
+                "FACE_RECOGNITION_TOLERANCE {} is outside (0, 2]",
+                config.tolerance
+            )));
+        }
+        if !(0.0..=1.0).contains(&config.liveness_threshold) {
+            return Err(EngineError::Config(format!(
+                "LIVENESS_THRESHOLD {} is outside [0, 1]",
+                config.liveness_threshold
+            )));
+        }
+        let verified: Vec<VerifiedModel> = models::MODEL_FILES
+            .iter()
+            .map(|f| models::read_verified(&config.models_dir, f))
+            .collect::<Result<_, _>>()?;
+        let env = models::environment(config.ort_dylib_path.as_deref())?;
+        let mut slots = Vec::with_capacity(config.pool_size);
+        for _ in 0..config.pool_size {
+            let mut built = verified
+                .iter()
+                .map(|m| models::build_session(&env, m, config.intra_op_threads))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter();
+            let (Some(detector), Some(landmarks), Some(recognition), Some(anti_spoof)) =
+                (built.next(), built.next(), built.next(), built.next())
+            else {
+                return Err(EngineError::Runtime("missing session".into()));
+            };
+            slots.push(Sessions {
+                detector,
+                landmarks,
+                recognition,
+                anti_spoof,
+            });
+        }
+        let recognition_sha = verified
+            .iter()
+            .find(|m| m.file == models::RECOGNITION_FILE)
+            .map(|m| m.sha256[..8].to_string())
+            .unwrap_or_default();
+        let model_version = format!("{}+{recognition_sha}", models::RECOGNITION_SOURCE);
+        let model_hashes = verified.iter().map(|m| (m.file, m.sha256.clone())).collect();
+        Ok(FaceEngine {
+            inner: Arc::new(Inner {
+                admission: Arc::new(tokio::sync::Semaphore::new(config.pool_size)),
+                pool: Pool::new(slots),
+                config,
+                model_version,
+                model_hashes,
+            }),
+        })
+    }
+
+    /// Analyses an image off the async executor (see the module docs' thread model):
+    /// waits for a pool permit without blocking, then runs on the blocking thread pool.
+    pub async fn analyze(
+        &self,
+        image: bytes::Bytes,
+        opts: AnalyzeOptions,
+    ) -> Result<Analysis, FaceError> {
+        let queued = Instant::now();
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FaceError::Inference("the face engine is shut down".into()))?;
+        let engine = self.clone();
+        let queue_ms = ms(queued);
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine.analyze_blocking(&image, opts)
+        })
+        .await
+        .map_err(|e| FaceError::Inference(format!("analysis task failed: {e}")))?;
+        result.map(|mut a| {
+            a.timings.queue_ms += queue_ms;
+            a
+        })
+    }
+
+    /// Analyses an image on the calling thread (waits for a free slot when all are busy).
+    pub fn analyze_blocking(
+        &self,
+        image: &[u8],
+        opts: AnalyzeOptions,
+    ) -> Result<Analysis, FaceError> {
+        let queued = Instant::now();
+        let mut slot = self.inner.pool.checkout();
+        let queue_ms = ms(queued);
+        let mut analysis = self.pipeline(&mut slot, image, opts)?;
+        analysis.timings.queue_ms = queue_ms;
+        Ok(analysis)
+    }
+
+    /// Every detected face, each aligned, measured and embedded, with its quality issue
+    /// (if any) reported instead of refused (the `embed` command). Faces are sorted by
+    /// descending box area.
+    pub fn embed_all_blocking(&self, image: &[u8]) -> Result<AllFaces, FaceError> {
+        let mut slot = self.inner.pool.checkout();
+        let start = Instant::now();
+        let mut t = StageTimings::default();
+        let img = decode::decode(image, &self.inner.config.limits)?.rgb;
+        t.decode_ms = ms(start);
+        let t0 = Instant::now();
+        let faces = detect_faces(&mut slot, &img, self.inner.config.detection_model)?;
+        t.detect_ms = ms(t0);
+        let mut out = Vec::with_capacity(faces.len());
+        for face in faces {
+            let t0 = Instant::now();
+            let (points, details, chip) = align_face(&mut slot, &img, &face)?;
+            t.align_ms += ms(t0);
+            let t0 = Instant::now();
+            let quality = quality::measure(&details, &chip, &points);
+            t.quality_ms += ms(t0);
+            let t0 = Instant::now();
+            let embedding = embed_chip(&mut slot, &chip)?;
+            t.embed_ms += ms(t0);
+            out.push(FaceEntry {
+                issue: quality.issue(),
+                face: FaceReport {
+                    bbox: face.bbox,
+                    score: face.score,
+                    landmarks: points,
+                    quality,
+                    embedding,
+                },
+            });
+        }
+        t.total_ms = ms(start);
+        Ok(AllFaces {
+            faces: out,
+            timings: t,
+        })
+    }
+
+    /// Liveness only (the `liveness` command): the largest face's report and raw features.
+    pub fn liveness_blocking(
+        &self,
+        image: &[u8],
+    ) -> Result<(LivenessReport, RawFeatures), FaceError> {
+        let mut slot = self.inner.pool.checkout();
+        let img = decode::decode(image, &self.inner.config.limits)?.rgb;
+        let faces = detect_faces(&mut slot, &img, self.inner.config.detection_model)?;
+        let face = faces.first().ok_or(FaceError::NoFace)?;
+        self.liveness(&mut slot, &img, face)
+    }
+
+    /// The version stored with every embedding: the recognition weights' source and the
+    /// first 8 hex digits of the model file's SHA-256.
+    pub fn model_version(&self) -> &str {
+        &self.inner.model_version
+    }
+
+    /// Euclidean match tolerance.
+    pub fn tolerance(&self) -> f32 {
+        self.inner.config.tolerance
+    }
+
+    /// Liveness decision threshold.
+    pub fn liveness_threshold(&self) -> f32 {
+        self.inner.config.liveness_threshold
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// SHA-256 of each loaded model file.
+    pub fn model_hashes(&self) -> &[(&'static str, String)] {
+        &self.inner.model_hashes
+    }
+
+    fn pipeline(
+        &self,
+        s: &mut Sessions,
+        bytes: &[u8],
+        opts: AnalyzeOptions,
+    ) -> Result<Analysis, FaceError> {
+        let start = Instant::now();
+        let mut t = StageTimings::default();
+
+        let img = decode::decode(bytes, &self.inner.config.limits)?.rgb;
+        t.decode_ms = ms(start);
+
+        let t0 = Instant::now();
+        let faces = detect_faces(s, &img, self.inner.config.detection_model)?;
+        t.detect_ms = ms(t0);
+        let face = select_face(&faces, opts.purpose)?;
+
+        let t0 = Instant::now();
+        let (points, details, chip) = align_face(s, &img, &face)?;
+        t.align_ms = ms(t0);
+
+        let t0 = Instant::now();
+        let quality = quality::measure(&details, &chip, &points);
+        t.quality_ms = ms(t0);
+        if let Some(issue) = quality.issue() {
+            return Err(FaceError::PoorQuality(issue));
+        }
+
+        let t0 = Instant::now();
+        let embedding = embed_chip(s, &chip)?;
+        t.embed_ms = ms(t0);
+
+        let liveness = if opts.liveness {
+            let t0 = Instant::now();
+            let (report, _) = self.liveness(s, &img, &face)?;
+            t.liveness_ms = ms(t0);
+            Some(report)
+        } else {
+            None
+        };
+        t.total_ms = ms(start);
+        Ok(Analysis {
+            face: FaceReport {
+                bbox: face.bbox,
+                score: face.score,
+                landmarks: points,
+                quality,
+                embedding,
+            },
+            face_count: faces.len(),
+            liveness,
+            timings: t,
+        })
+    }
+
+    fn liveness(
+        &self,
+        s: &mut Sessions,
+        img: &RgbImage,
+        face: &Detection,
+    ) -> Result<(LivenessReport, RawFeatures), FaceError> {
+        let input = liveness::model_input(img, &face.bbox);
+        let (_, out) = run(
+            &mut s.anti_spoof,
+            "anti-spoofing",
+            [1, 3, liveness::MODEL_INPUT, liveness::MODEL_INPUT],
+            &input,
+        )?;
+        let model = out
+            .first()
+            .copied()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| FaceError::Inference("anti-spoofing: no score".into()))?
+            .clamp(0.0, 1.0);
+        let raw = liveness::raw_features(img, &face.bbox);
+        let [texture, frequency, color, brightness] = liveness::hand_signals(&raw);
+        let signals = LivenessSignals {
+            texture,
+            frequency,
+            color,
+            brightness,
+            model,
+        };
+        let score = liveness::fuse(&signals);
+        Ok((
+            LivenessReport {
+                score,
+                is_live: score >= self.inner.config.liveness_threshold,
+                signals,
+            },
+            raw,
+        ))
+    }
+}
+
+/// Detection with NMS; sorted by descending box area.
+fn detect_faces(
+    s: &mut Sessions,
+    img: &RgbImage,
+    model: detect::DetectionModel,
+) -> Result<Vec<Detection>, FaceError> {
+    let input = detect::prepare(img, model.input_size());
+    let (shape, grid) = run(
+        &mut s.detector,
+        "detector",
+        [1, 3, input.height, input.width],
+        &input.tensor,
+    )?;
+    let (gh, gw) = match shape.as_slice() {
+        [_, _, h, w] => (*h as usize, *w as usize),
+        _ => return Err(FaceError::Inference("detector: unexpected output shape".into())),
+    };
+    let dets = detect::decode_grid(
+        &grid,
+        gh,
+        gw,
+        &input,
+        img.dimensions(),
+        detect::SCORE_THRESHOLD,
+    );
+    let mut faces = detect::nms(dets, detect::IOU_THRESHOLD);
+    faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+    Ok(faces)
+}
+
+/// Applies the [`Purpose`] rule to faces sorted by descending area.
+fn select_face(faces: &[Detection], purpose: Purpose) -> Result<Detection, FaceError> {
+    let largest = *faces.first().ok_or(FaceError::NoFace)?;
+    match purpose {
+        Purpose::Enroll => {
+            // a face counts as usable when its box is at least the minimum face size
+            let usable = faces
+                .iter()
+                .filter(|f| f.bbox.width.min(f.bbox.height) >= MIN_FACE_PX)
+                .count();
+            if usable > 1 {
+                return Err(FaceError::MultipleFaces { count: usable });
+            }
+        }
+        Purpose::Identify => {
+            let min_area = largest.bbox.area() * COMPARABLE_FACE_AREA;
+            let comparable = faces.iter().filter(|f| f.bbox.area() >= min_area).count();
+            if comparable > 1 {
+                return Err(FaceError::MultipleFaces { count: comparable });
+            }
+        }
+    }
+    Ok(largest)
+}
+
+/// Landmarks, then the dlib chip.
+fn align_face(
+    s: &mut Sessions,
+    img: &RgbImage,
+    face: &Detection,
+) -> Result<(Vec<[f32; 2]>, align::ChipDetails, Chip), FaceError> {
+    let input = landmarks::prepare(img, &face.bbox).ok_or(FaceError::NoFace)?;
+    let size = landmarks::INPUT_SIZE;
+    let (_, out) = run(&mut s.landmarks, "landmarks", [1, 3, size, size], &input.tensor)?;
+    if out.len() < 2 * landmarks::COUNT || out.iter().any(|v| !v.is_finite()) {
+        return Err(FaceError::Inference("landmarks: bad output".into()));
+    }
+    let points = landmarks::postprocess(&out, &input);
+    let details =
+        align::chip_details(&points, CHIP_SIZE, CHIP_PADDING).ok_or(FaceError::NoFace)?;
+    let chip = align::extract_chip(img, &details);
+    Ok((points, details, chip))
+}
+
+fn embed_chip(s: &mut Sessions, chip: &Chip) -> Result<Embedding, FaceError> {
+    let input = chip.to_planar();
+    let (_, out) = run(
+        &mut s.recognition,
+        "recognition",
+        [1, 3, chip.size, chip.size],
+        &input,
+    )?;
+    Embedding::from_slice(&out[..out.len().min(super::embed::DIM)])
+        .ok_or_else(|| FaceError::Inference("recognition: bad output".into()))
+}

@@ -1,0 +1,269 @@
+//! Pixel resampling shared by the stages: bilinear sampling with a box pre-filter when
+//! shrinking by 2x or more (plain bilinear would alias), written straight into the planar
+//! `[3, H, W]` float layout the networks take (RGB, 0..255).
+
+use image::RgbImage;
+
+/// An RGB image of `f32` samples, interleaved.
+#[derive(Debug, Clone)]
+pub(crate) struct FloatImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl FloatImage {
+    /// The region `[x0, x1) x [y0, y1)` of `img` (clipped to it), averaged over `k x k`
+    /// blocks (`k >= 1`). Pixel `(i, j)` of the result has its centre at image coordinate
+    /// `x0 + i*k + (k-1)/2` (pixel-centre convention).
+    pub fn from_region(img: &RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, k: usize) -> Self {
+        let (iw, ih) = (i64::from(img.width()), i64::from(img.height()));
+        let x0 = x0.clamp(0, iw);
+        let y0 = y0.clamp(0, ih);
+        let x1 = x1.clamp(x0, iw);
+        let y1 = y1.clamp(y0, ih);
+        let k = k.max(1);
+        let width = ((x1 - x0) as usize) / k;
+        let height = ((y1 - y0) as usize) / k;
+        let mut data = vec![0.0f32; width * height * 3];
+        let raw = img.as_raw();
+        let stride = img.width() as usize * 3;
+        let inv = 1.0 / (k * k) as f32;
+        let mut row_acc = vec![0.0f32; width * 3];
+        for oy in 0..height {
+            row_acc.iter_mut().for_each(|v| *v = 0.0);
+            for dy in 0..k {
+                let sy = y0 as usize + oy * k + dy;
+                let row = &raw[sy * stride + x0 as usize * 3..];
+                for ox in 0..width {
+                    let base = ox * k * 3;
+                    let acc = &mut row_acc[ox * 3..ox * 3 + 3];
+                    for dx in 0..k {
+                        let p = &row[base + dx * 3..base + dx * 3 + 3];
+                        acc[0] += f32::from(p[0]);
+                        acc[1] += f32::from(p[1]);
+                        acc[2] += f32::from(p[2]);
+                    }
+                }
+            }
+            let out = &mut data[oy * width * 3..(oy + 1) * width * 3];
+            for (o, a) in out.iter_mut().zip(row_acc.iter()) {
+                *o = a * inv;
+            }
+        }
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Halves the image with a `[1 3 3 1] / 8` filter in each direction; pixel `i` of the
+    /// result is centred on `2i + 0.5` of this one.
+    pub fn pyramid_down(&self) -> Self {
+        let w2 = self.width / 2;
+        let h2 = self.height / 2;
+        let (w, h) = (self.width as i64, self.height as i64);
+        const K: [f32; 4] = [1.0 / 8.0, 3.0 / 8.0, 3.0 / 8.0, 1.0 / 8.0];
+        // horizontal pass
+        let mut tmp = vec![0.0f32; w2 * self.height * 3];
+        for y in 0..self.height {
+            let row = &self.data[y * self.width * 3..(y + 1) * self.width * 3];
+            for x in 0..w2 {
+                let mut acc = [0.0f32; 3];
+                for (t, kv) in K.iter().enumerate() {
+                    let sx = (2 * x as i64 - 1 + t as i64).clamp(0, w - 1) as usize;
+                    for c in 0..3 {
+                        acc[c] += kv * row[sx * 3 + c];
+                    }
+                }
+                tmp[(y * w2 + x) * 3..(y * w2 + x) * 3 + 3].copy_from_slice(&acc);
+            }
+        }
+        let mut data = vec![0.0f32; w2 * h2 * 3];
+        for y in 0..h2 {
+            for (t, kv) in K.iter().enumerate() {
+                let sy = (2 * y as i64 - 1 + t as i64).clamp(0, h - 1) as usize;
+                let src = &tmp[sy * w2 * 3..(sy + 1) * w2 * 3];
+                let dst = &mut data[y * w2 * 3..(y + 1) * w2 * 3];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += kv * s;
+                }
+            }
+        }
+        Self {
+            width: w2,
+            height: h2,
+            data,
+        }
+    }
+
+    /// Bilinear sample at pixel-centre coordinates `(x, y)`; `None` when a neighbour
+    /// falls outside (dlib's rule).
+    #[inline]
+    pub fn bilinear_strict(&self, x: f32, y: f32) -> Option<[f32; 3]> {
+        let left = x.floor();
+        let top = y.floor();
+        if left < 0.0 || top < 0.0 {
+            return None;
+        }
+        let (l, t) = (left as usize, top as usize);
+        if l + 1 >= self.width || t + 1 >= self.height {
+            return None;
+        }
+        Some(self.lerp(l, t, x - left, y - top))
+    }
+
+    /// Bilinear sample with coordinates clamped to the image.
+    #[inline]
+    pub fn bilinear_clamped(&self, x: f32, y: f32) -> [f32; 3] {
+        if self.width == 0 || self.height == 0 {
+            return [0.0; 3];
+        }
+        let x = x.clamp(0.0, (self.width - 1) as f32);
+        let y = y.clamp(0.0, (self.height - 1) as f32);
+        let l = (x.floor() as usize).min(self.width.saturating_sub(2));
+        let t = (y.floor() as usize).min(self.height.saturating_sub(2));
+        if self.width < 2 || self.height < 2 {
+            let i = (t * self.width + l) * 3;
+            return [self.data[i], self.data[i + 1], self.data[i + 2]];
+        }
+        self.lerp(l, t, x - l as f32, y - t as f32)
+    }
+
+    #[inline]
+    fn lerp(&self, l: usize, t: usize, fx: f32, fy: f32) -> [f32; 3] {
+        let i00 = (t * self.width + l) * 3;
+        let i10 = i00 + 3;
+        let i01 = i00 + self.width * 3;
+        let i11 = i01 + 3;
+        let d = &self.data;
+        let mut out = [0.0f32; 3];
+        for c in 0..3 {
+            let top = d[i00 + c] + fx * (d[i10 + c] - d[i00 + c]);
+            let bot = d[i01 + c] + fx * (d[i11 + c] - d[i01 + c]);
+            out[c] = top + fy * (bot - top);
+        }
+        out
+    }
+}
+
+/// Where a source rectangle lands in a planar destination tensor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    /// Source rectangle in image pixels: x, y, width, height (edges, not centres).
+    pub src: [f32; 4],
+    /// Destination rectangle in tensor pixels: x, y, width, height.
+    pub dst: [f32; 4],
+}
+
+/// Resamples `placement.src` of `img` into `placement.dst` of the planar tensor `out`
+/// (`3 x out_h x out_w`, RGB, 0..255). Pixels outside `dst` are left as they are (callers
+/// zero the buffer: face-api pads with black).
+pub(crate) fn resample_planar(
+    img: &RgbImage,
+    placement: Placement,
+    out: &mut [f32],
+    out_w: usize,
+    out_h: usize,
+) {
+    let [sx, sy, sw, sh] = placement.src;
+    let [dx, dy, dw, dh] = placement.dst;
+    if sw <= 0.0 || sh <= 0.0 || dw <= 0.0 || dh <= 0.0 {
+        return;
+    }
+    let fx = sw / dw;
+    let fy = sh / dh;
+    let k = fx.min(fy).floor().max(1.0) as usize;
+    // The source region, padded by a pixel for the bilinear neighbours.
+    let rx0 = (sx.floor() as i64 - 1).max(0);
+    let ry0 = (sy.floor() as i64 - 1).max(0);
+    let rx1 = ((sx + sw).ceil() as i64 + 1).min(i64::from(img.width()));
+    let ry1 = ((sy + sh).ceil() as i64 + 1).min(i64::from(img.height()));
+    let region = FloatImage::from_region(img, rx0, ry0, rx1, ry1, k);
+    let kf = k as f32;
+    let off = (kf - 1.0) / 2.0;
+    let plane = out_w * out_h;
+    let j0 = dx.floor().max(0.0) as usize;
+    let j1 = ((dx + dw).ceil() as usize).min(out_w);
+    let i0 = dy.floor().max(0.0) as usize;
+    let i1 = ((dy + dh).ceil() as usize).min(out_h);
+    for i in i0..i1 {
+        let cy = i as f32 + 0.5;
+        if cy < dy || cy > dy + dh {
+            continue;
+        }
+        // image pixel-centre coordinate, then region coordinate
+        let iy = sy + (cy - dy) * fy - 0.5;
+        let ry = (iy - ry0 as f32 - off) / kf;
+        for j in j0..j1 {
+            let cx = j as f32 + 0.5;
+            if cx < dx || cx > dx + dw {
+                continue;
+            }
+            let ix = sx + (cx - dx) * fx - 0.5;
+            let rx = (ix - rx0 as f32 - off) / kf;
+            let p = region.bilinear_clamped(rx, ry);
+            let o = i * out_w + j;
+            out[o] = p[0];
+            out[plane + o] = p[1];
+            out[2 * plane + o] = p[2];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_resample_keeps_pixels() {
+        let img = RgbImage::from_fn(8, 6, |x, y| image::Rgb([x as u8 * 10, y as u8 * 10, 5]));
+        let mut out = vec![0.0f32; 3 * 6 * 8];
+        resample_planar(
+            &img,
+            Placement {
+                src: [0.0, 0.0, 8.0, 6.0],
+                dst: [0.0, 0.0, 8.0, 6.0],
+            },
+            &mut out,
+            8,
+            6,
+        );
+        assert_eq!(out[3 * 8 + 5], 50.0);
+        assert_eq!(out[48 + 3 * 8 + 5], 30.0);
+        assert_eq!(out[96], 5.0);
+    }
+
+    #[test]
+    fn shrinking_averages() {
+        // a 1-pixel checkerboard shrunk 4x becomes flat grey, not aliased
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            let v = if (x + y) % 2 == 0 { 255 } else { 0 };
+            image::Rgb([v, v, v])
+        });
+        let mut out = vec![0.0f32; 3 * 16 * 16];
+        resample_planar(
+            &img,
+            Placement {
+                src: [0.0, 0.0, 64.0, 64.0],
+                dst: [0.0, 0.0, 16.0, 16.0],
+            },
+            &mut out,
+            16,
+            16,
+        );
+        for v in &out[..256] {
+            assert!((v - 127.5).abs() < 1.0, "{v}");
+        }
+    }
+
+    #[test]
+    fn pyramid_halves() {
+        let img = RgbImage::from_fn(10, 10, |_, _| image::Rgb([100, 100, 100]));
+        let f = FloatImage::from_region(&img, 0, 0, 10, 10, 1);
+        let d = f.pyramid_down();
+        assert_eq!((d.width, d.height), (5, 5));
+        assert!(d.data.iter().all(|v| (v - 100.0).abs() < 1e-3));
+    }
+}

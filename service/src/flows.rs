@@ -1,0 +1,567 @@
+//! The use cases: registration, login, token refresh, enrolment and erasure. Each takes
+//! validated input, calls the face engine, the stores and the domain rules, records
+//! metrics and the fraud trail, and returns a typed outcome for the HTTP layer.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::config::RedisFailurePolicy;
+use crate::domain::lockout;
+use crate::domain::matching::{self, MatchOutcome};
+use crate::domain::tokens::{hash_refresh_token, new_refresh_token};
+use crate::face::{AnalyzeOptions, Analysis, FaceError, LivenessReport, Purpose};
+use crate::http::error::{ApiError, ApiResult, seconds_until};
+use crate::http::extract::Client;
+use crate::state::AppState;
+use crate::store::attempts::{self, FailureReason, NewAttempt};
+use crate::store::ratelimit::LimiterUnavailable;
+use crate::store::users::{self, UserRow};
+use crate::store::{StoreError, tokens};
+
+/// How many nearest templates a 1:N search fetches: enough to see the best user and a
+/// rival even when one user has several templates.
+const SEARCH_CANDIDATES: i64 = 10;
+
+/// A user as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UserOut {
+    /// Id.
+    pub id: Uuid,
+    /// Username.
+    pub username: String,
+    /// E-mail.
+    pub email: String,
+    /// Whether the account may log in.
+    pub is_active: bool,
+    /// Whether the account is locked now.
+    pub is_locked: bool,
+    /// End of the current lock.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Model version of the registration template.
+    pub model_version: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl UserOut {
+    pub(crate) fn from_row(row: UserRow, now: DateTime<Utc>) -> Self {
+        let locked = lockout::is_locked(row.is_locked, row.locked_until, now);
+        Self {
+            id: row.id,
+            username: row.username,
+            email: row.email,
+            is_active: row.is_active,
+            is_locked: locked,
+            locked_until: if locked { row.locked_until } else { None },
+            model_version: row.model_version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// Access and refresh tokens.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// JWT access token (HS256), for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Opaque single-use refresh token.
+    pub refresh_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// 201 answer of a registration.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Registered {
+    /// The new user.
+    pub user: UserOut,
+    /// Tokens.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// Liveness score of the registration photo (absent when liveness is disabled).
+    pub liveness_score: Option<f32>,
+}
+
+/// 200 answer of a login.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LoggedIn {
+    /// Tokens.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// The user.
+    pub user: UserOut,
+    /// Liveness score in [0, 1] (absent when liveness is disabled).
+    pub liveness_score: Option<f32>,
+    /// `1 − distance` to the nearest enrolled template, clamped to [0, 1].
+    pub confidence_score: f32,
+}
+
+/// Registration input, validated.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    /// Username.
+    pub username: &'a str,
+    /// E-mail.
+    pub email: &'a str,
+    /// Password (hashed with argon2id before storage).
+    pub password: &'a str,
+    /// The uploaded photo.
+    pub image: Bytes,
+}
+
+/// Which rate limit an endpoint falls under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `RATE_LIMIT_REGISTER`.
+    Register,
+    /// `RATE_LIMIT_LOGIN`.
+    Login,
+    /// `RATE_LIMIT_DEFAULT`.
+    Default,
+}
+
+/// Counts a request against its rate limit; refuses with 429 past it. When Redis is
+/// down the `RATE_LIMIT_REDIS_FAILURE` policy decides (503 or let through), never a 500.
+pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiResult<()> {
+    let config = state.config();
+    if !config.rate_limit_enabled {
+        return Ok(());
+    }
+    let (endpoint, spec) = match limit {
+        Limit::Register => ("register", config.rate_limit_register),
+        Limit::Login => ("login", config.rate_limit_login),
+        Limit::Default => ("default", config.rate_limit_default),
+    };
+    match state.limiter().hit(endpoint, &client.ip, spec).await {
+        Ok(decision) if decision.allowed => Ok(()),
+        Ok(decision) => {
+            state.metrics().rate_limit_hits.with_label_values(&[endpoint]).inc();
+            tracing::warn!(event = "rate_limited", endpoint, client_ip = %client.ip, "rate limit exceeded");
+            if limit == Limit::Login {
+                let attempt = NewAttempt {
+                    user_id: None,
+                    ip: client.ip.clone(),
+                    user_agent: client.user_agent.clone(),
+                    reason: FailureReason::RateLimit,
+                    confidence: None,
+                    liveness: None,
+                };
+                record_failure(state, &attempt).await;
+                state.metrics().login_attempts.with_label_values(&["failure", "rate_limit"]).inc();
+            }
+            Err(ApiError::RateLimited {
+                retry_after: decision.retry_after_secs(),
+            })
+        }
+        Err(LimiterUnavailable(detail)) => {
+            state.metrics().dependency_errors.with_label_values(&["redis"]).inc();
+            let closed = match config.rate_limit_redis_failure {
+                RedisFailurePolicy::Closed => true,
+                RedisFailurePolicy::ClosedForAuth => limit != Limit::Default,
+                RedisFailurePolicy::Open => false,
+            };
+            tracing::warn!(event = "rate_limiter_unavailable", endpoint, fail_closed = closed, detail = %detail, "Redis unavailable");
+            if closed {
+                Err(ApiError::Unavailable("rate limiter"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs the face engine, timing it.
+async fn analyze(state: &AppState, image: Bytes, purpose: Purpose) -> Result<Analysis, FaceError> {
+    let started = Instant::now();
+    let options = AnalyzeOptions {
+        purpose,
+        liveness: state.config().liveness_enabled,
+    };
+    let result = state.engine().analyze(image, options).await;
+    state
+        .metrics()
+        .face_match_latency
+        .with_label_values(&["analyze"])
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(analysis) = &result
+        && let Some(live) = &analysis.liveness
+    {
+        let label = if live.is_live { "live" } else { "spoof" };
+        state.metrics().liveness_checks.with_label_values(&[label]).inc();
+    }
+    result
+}
+
+fn is_spoof(liveness: Option<&LivenessReport>) -> bool {
+    liveness.is_some_and(|l| !l.is_live)
+}
+
+async fn hash_password(password: &str) -> ApiResult<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+}
+
+async fn issue_tokens(state: &AppState, user: Uuid, now: DateTime<Utc>) -> ApiResult<TokenPair> {
+    let access_token = state
+        .tokens()
+        .issue_access(user, now)
+        .map_err(|e| ApiError::Internal(format!("token signing: {e}")))?;
+    let refresh_token = new_refresh_token();
+    let expires = now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
+    tokens::issue(state.db(), &hash_refresh_token(&refresh_token), user, expires).await?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "bearer",
+        expires_in: state.tokens().access_ttl().as_secs(),
+    })
+}
+
+/// Records a failed attempt; a failure to record is logged, never turned into a 500
+/// over the answer the client is owed. Returns whether the attempt locked the account.
+async fn record_failure(state: &AppState, attempt: &NewAttempt) -> bool {
+    match attempts::record(state.db(), attempt, state.lockout(), Utc::now()).await {
+        Ok(locked) => {
+            if locked {
+                tracing::warn!(event = "account_locked", user_id = ?attempt.user_id, "account locked after repeated failures");
+            }
+            locked
+        }
+        Err(e) => {
+            state.metrics().dependency_errors.with_label_values(&["postgresql"]).inc();
+            tracing::error!(event = "attempt_not_recorded", error = %e, "failed to record a failed attempt");
+            false
+        }
+    }
+}
+
+fn face_failure_reason(e: &FaceError) -> FailureReason {
+    match e {
+        FaceError::NoFace => FailureReason::NoFace,
+        FaceError::MultipleFaces { .. } => FailureReason::MultipleFaces,
+        FaceError::PoorQuality(_) => FailureReason::PoorQuality,
+        _ => FailureReason::InvalidImage,
+    }
+}
+
+/// Registers a user from a photo: the original's flow (exists → liveness → face →
+/// quality → embed → store → tokens).
+pub async fn register(state: &AppState, client: &Client, input: Registration<'_>) -> ApiResult<Registered> {
+    let metrics = state.metrics();
+    let result = register_inner(state, client, input).await;
+    let status = match &result {
+        Ok(_) => "success",
+        Err(e) => e.status_and_code().1,
+    };
+    metrics.registration_attempts.with_label_values(&[status]).inc();
+    result
+}
+
+async fn register_inner(state: &AppState, client: &Client, input: Registration<'_>) -> ApiResult<Registered> {
+    // Cheap check first, so a taken name costs no inference; the unique index decides
+    // races later.
+    if let Some(field) = users::taken_field(state.db(), input.username, input.email).await? {
+        return Err(ApiError::UserExists(field));
+    }
+    let analysis = analyze(state, input.image, Purpose::Enroll).await?;
+    if is_spoof(analysis.liveness.as_ref()) {
+        let attempt = NewAttempt {
+            user_id: None,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            reason: FailureReason::LivenessFailed,
+            confidence: None,
+            liveness: analysis.liveness.as_ref().map(|l| l.score),
+        };
+        record_failure(state, &attempt).await;
+        tracing::warn!(event = "spoof_detected", flow = "register", client_ip = %client.ip, "registration refused by liveness");
+        return Err(ApiError::SpoofDetected);
+    }
+    let password_hash = hash_password(input.password).await?;
+    let user = users::create(
+        state.db(),
+        users::NewUser {
+            username: input.username,
+            email: input.email,
+            password_hash: &password_hash,
+            embedding: analysis.face.embedding.as_slice(),
+            model_version: state.engine().model_version(),
+        },
+    )
+    .await?;
+    let now = Utc::now();
+    let tokens = issue_tokens(state, user.id, now).await?;
+    tracing::info!(event = "user_registered", user_id = %user.id, "user registered");
+    Ok(Registered {
+        user: UserOut::from_row(user, now),
+        tokens,
+        liveness_score: analysis.liveness.map(|l| l.score),
+    })
+}
+
+/// Logs in by face: 1:N identification, or 1:1 verification when `username` is given.
+pub async fn login(state: &AppState, client: &Client, username: Option<&str>, image: Bytes) -> ApiResult<LoggedIn> {
+    let result = login_inner(state, client, username, image).await;
+    let (status, reason) = match &result {
+        Ok(_) => ("success", "none"),
+        Err(e) => ("failure", e.status_and_code().1),
+    };
+    state.metrics().login_attempts.with_label_values(&[status, reason]).inc();
+    result
+}
+
+async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, image: Bytes) -> ApiResult<LoggedIn> {
+    let failure = |user_id, reason, confidence: Option<f32>, liveness: Option<f32>| NewAttempt {
+        user_id,
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+        reason,
+        confidence,
+        liveness,
+    };
+    // 1:1: the claimed account is known up front.
+    let claimed = match username {
+        Some(name) => Some(users::by_username(state.db(), name).await?),
+        None => None,
+    };
+    let analysis = match analyze(state, image, Purpose::Identify).await {
+        Ok(a) => a,
+        Err(e) => {
+            let user = claimed.as_ref().and_then(|c| c.as_ref()).map(|u| u.id);
+            if !matches!(e, FaceError::Inference(_)) {
+                record_failure(state, &failure(user, face_failure_reason(&e), None, None)).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let liveness = analysis.liveness.as_ref().map(|l| l.score);
+    let embedding = analysis.face.embedding.as_slice();
+    let tolerance = state.engine().tolerance();
+
+    // Find who the face belongs to.
+    let search_started = Instant::now();
+    let (user, outcome) = match &claimed {
+        Some(None) => (None, MatchOutcome::NoMatch { best_distance: None }),
+        Some(Some(user)) => {
+            let d = users::distance_to_user(state.db(), user.id, embedding).await?;
+            let outcome = match d {
+                Some(d) if d <= tolerance => MatchOutcome::Matched {
+                    user_id: user.id,
+                    distance: d,
+                    confidence: matching::confidence_score(d),
+                },
+                _ => MatchOutcome::NoMatch { best_distance: d },
+            };
+            (Some(user.clone()), outcome)
+        }
+        None => {
+            let candidates = users::nearest(state.db(), embedding, SEARCH_CANDIDATES, state.config().hnsw_ef_search).await?;
+            let outcome = matching::decide(&candidates, tolerance, state.config().match_ambiguity_margin);
+            let user = match outcome {
+                MatchOutcome::Matched { user_id, .. } => users::by_id(state.db(), user_id).await?,
+                _ => None,
+            };
+            (user, outcome)
+        }
+    };
+    let kind = if claimed.is_some() { "one_to_one" } else { "one_to_many" };
+    state
+        .metrics()
+        .vector_search_duration
+        .with_label_values(&[kind])
+        .observe(search_started.elapsed().as_secs_f64());
+
+    let matched_confidence = match outcome {
+        MatchOutcome::Matched { confidence, .. } => Some(confidence),
+        _ => None,
+    };
+    // A spoof is refused whoever it resembles; the resembled account counts the failure.
+    if is_spoof(analysis.liveness.as_ref()) {
+        let target = matched_confidence.and(user.as_ref().map(|u| u.id));
+        record_failure(state, &failure(target, FailureReason::LivenessFailed, matched_confidence, liveness)).await;
+        tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
+        return Err(ApiError::LivenessFailed);
+    }
+    let now = Utc::now();
+    match outcome {
+        MatchOutcome::NoMatch { best_distance } => {
+            let target = user.as_ref().map(|u| u.id);
+            let confidence = best_distance.map(matching::confidence_score);
+            let locked = record_failure(state, &failure(target, FailureReason::NoMatch, confidence, liveness)).await;
+            if locked {
+                tracing::warn!(event = "account_locked", "account locked by a failed 1:1 login");
+            }
+            Err(ApiError::NotRecognized)
+        }
+        MatchOutcome::Ambiguous { best_distance, .. } => {
+            let confidence = Some(matching::confidence_score(best_distance));
+            record_failure(state, &failure(None, FailureReason::AmbiguousMatch, confidence, liveness)).await;
+            Err(ApiError::AmbiguousMatch)
+        }
+        MatchOutcome::Matched { confidence, .. } => {
+            let Some(user) = user else {
+                // Deleted between the search and the lookup.
+                return Err(ApiError::NotRecognized);
+            };
+            if !user.is_active {
+                record_failure(state, &failure(Some(user.id), FailureReason::Inactive, Some(confidence), liveness)).await;
+                return Err(ApiError::Inactive);
+            }
+            if lockout::is_locked(user.is_locked, user.locked_until, now) {
+                record_failure(state, &failure(Some(user.id), FailureReason::Locked, Some(confidence), liveness)).await;
+                return Err(ApiError::Locked {
+                    retry_after: user.locked_until.map(|u| seconds_until(u, now)),
+                });
+            }
+            let tokens = issue_tokens(state, user.id, now).await?;
+            tracing::info!(event = "login_succeeded", user_id = %user.id, confidence, "user logged in");
+            Ok(LoggedIn {
+                tokens,
+                user: UserOut::from_row(user, now),
+                liveness_score: liveness,
+                confidence_score: confidence,
+            })
+        }
+    }
+}
+
+/// Exchanges a refresh token for a new pair (the old one is spent).
+pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
+    let now = Utc::now();
+    let successor = new_refresh_token();
+    let expires = now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
+    match tokens::rotate(state.db(), &hash_refresh_token(refresh_token), &hash_refresh_token(&successor), now, expires).await? {
+        tokens::Redeemed::Rotated { user_id } => {
+            let user = users::by_id(state.db(), user_id).await?.ok_or(ApiError::InvalidRefreshToken)?;
+            if !user.is_active {
+                return Err(ApiError::Inactive);
+            }
+            if lockout::is_locked(user.is_locked, user.locked_until, now) {
+                return Err(ApiError::Locked {
+                    retry_after: user.locked_until.map(|u| seconds_until(u, now)),
+                });
+            }
+            let access_token = state
+                .tokens()
+                .issue_access(user_id, now)
+                .map_err(|e| ApiError::Internal(format!("token signing: {e}")))?;
+            Ok(TokenPair {
+                access_token,
+                refresh_token: successor,
+                token_type: "bearer",
+                expires_in: state.tokens().access_ttl().as_secs(),
+            })
+        }
+        tokens::Redeemed::Reused => {
+            tracing::warn!(event = "refresh_token_reused", "spent refresh token presented again; family revoked");
+            Err(ApiError::InvalidRefreshToken)
+        }
+        tokens::Redeemed::Invalid => Err(ApiError::InvalidRefreshToken),
+    }
+}
+
+/// Revokes a refresh token (and its family). Unknown tokens are accepted silently, as
+/// RFC 7009 recommends, so the endpoint reveals nothing.
+pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
+    if let Some(user) = tokens::revoke(state.db(), &hash_refresh_token(refresh_token), Utc::now()).await? {
+        tracing::info!(event = "logged_out", user_id = %user, "refresh token revoked");
+    }
+    Ok(())
+}
+
+/// The current user.
+pub async fn me(state: &AppState, user: Uuid) -> ApiResult<UserOut> {
+    let row = users::by_id(state.db(), user).await?.ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    Ok(UserOut::from_row(row, Utc::now()))
+}
+
+/// A newly enrolled face.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FaceEnrolled {
+    /// Id of the new template.
+    pub face_id: Uuid,
+    /// Templates the user now has.
+    pub face_count: i64,
+    /// Distance from the new photo to the user's nearest existing template.
+    pub distance: f32,
+    /// Liveness score of the photo.
+    pub liveness_score: Option<f32>,
+}
+
+/// Enrols another photo of the signed-in user. The photo must pass liveness and match
+/// the user's existing templates, so a stolen token cannot enrol someone else's face.
+pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResult<FaceEnrolled> {
+    let row = users::by_id(state.db(), user).await?.ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    if !row.is_active {
+        return Err(ApiError::Inactive);
+    }
+    let analysis = analyze(state, image, Purpose::Enroll).await?;
+    if is_spoof(analysis.liveness.as_ref()) {
+        tracing::warn!(event = "spoof_detected", flow = "enroll", user_id = %user, "enrolment refused by liveness");
+        return Err(ApiError::SpoofDetected);
+    }
+    let embedding = analysis.face.embedding.as_slice();
+    let distance = users::distance_to_user(state.db(), user, embedding).await?.unwrap_or(f32::INFINITY);
+    if distance > state.engine().tolerance() {
+        tracing::warn!(event = "enroll_mismatch", user_id = %user, "enrolment photo does not match the account");
+        return Err(ApiError::FaceMismatch);
+    }
+    let face_id = users::add_face(state.db(), user, embedding, state.engine().model_version())
+        .await?
+        .ok_or(ApiError::TooManyFaces(users::MAX_FACES_PER_USER))?;
+    let face_count = users::face_count(state.db(), user).await?;
+    Ok(FaceEnrolled {
+        face_id,
+        face_count,
+        distance,
+        liveness_score: analysis.liveness.map(|l| l.score),
+    })
+}
+
+/// Erases the signed-in user and every template.
+pub async fn erase(state: &AppState, user: Uuid) -> ApiResult<()> {
+    if users::delete(state.db(), user).await? {
+        tracing::info!(event = "user_erased", user_id = %user, "user and biometric data erased");
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("user"))
+    }
+}
+
+/// Keeps the user gauges current and deletes attempts past retention; run periodically.
+pub async fn housekeeping(state: &AppState) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let (_, active, locked) = users::counts(state.db(), now).await?;
+    state.metrics().active_users.set(active);
+    state.metrics().locked_accounts.set(locked);
+    let cutoff = now - chrono::Duration::days(i64::from(state.config().failed_attempt_retention_days));
+    let deleted = attempts::delete_older_than(state.db(), cutoff).await?;
+    if deleted > 0 {
+        tracing::info!(event = "attempts_expired", deleted, "deleted failed attempts past retention");
+    }
+    Ok(())
+}
+
+/// A stored user as the API shows it at `now`.
+pub fn user_out(row: UserRow, now: DateTime<Utc>) -> UserOut {
+    UserOut::from_row(row, now)
+}

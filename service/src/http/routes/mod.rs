@@ -1,0 +1,7 @@
+//! Handlers: extract, call a flow, map the result. Each is annotated for the OpenAPI
+//! document.
+
+pub mod admin;
+pub mod auth;
+pub mod system;
+pub mod users;

@@ -1,0 +1,66 @@
+//! `/api/v1/users/me/*`.
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+
+use crate::flows::{self, FaceEnrolled, Limit};
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{AuthUser, Client, Form};
+use crate::state::AppState;
+
+/// Multipart body of `POST /api/v1/users/me/faces`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FaceForm {
+    /// JPEG, PNG or WebP photo of the signed-in user.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    face_image: String,
+}
+
+/// Enrols another photo of the signed-in user (at most 10 in all). The photo must pass
+/// liveness and match the account's existing face.
+#[utoipa::path(
+    post, path = "/api/v1/users/me/faces", tag = "users",
+    security(("bearer" = [])),
+    request_body(content = FaceForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Enrolled", body = FaceEnrolled),
+        (status = 400, description = "`face_mismatch`, `too_many_faces`, face or image errors", body = ErrorBody),
+        (status = 401, description = "`unauthorized` or `spoof_detected`", body = ErrorBody),
+        (status = 403, description = "`account_inactive`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+    )
+)]
+pub async fn add_face(
+    State(state): State<AppState>,
+    client: Client,
+    user: AuthUser,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<FaceEnrolled>)> {
+    flows::rate_limit(&state, Limit::Default, &client).await?;
+    let form = Form::read(multipart, &[], &["face_image"], state.config().max_upload_bytes).await?;
+    let enrolled = flows::enroll_face(&state, user.id, form.file("face_image")?).await?;
+    Ok((StatusCode::CREATED, Json(enrolled)))
+}
+
+/// Erases the signed-in user, every enrolled face and every refresh token. Failed-attempt
+/// records stay (without the user reference) for fraud analysis.
+#[utoipa::path(
+    delete, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Erased"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: already erased", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+    )
+)]
+pub async fn delete_me(State(state): State<AppState>, client: Client, user: AuthUser) -> ApiResult<StatusCode> {
+    flows::rate_limit(&state, Limit::Default, &client).await?;
+    flows::erase(&state, user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,89 @@
+//! `faceid serve`: load the models, migrate, serve until SIGINT/SIGTERM, then finish
+//! in-flight requests before exiting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::ServeArgs;
+use crate::face::FaceEngine;
+use crate::state::AppState;
+
+/// How often the user gauges are refreshed and old attempts deleted.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs the service.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::telemetry::init(args.log_format);
+    tracing::info!(config = ?args, "starting");
+    let engine_config = args.engine.config();
+    let engine = tokio::task::spawn_blocking(move || FaceEngine::load(engine_config))
+        .await
+        .context("model loading task")?
+        .context("loading the face models")?;
+    tracing::info!(model_version = engine.model_version(), "face models loaded");
+
+    let state = AppState::new(args.clone(), engine).context("building the service state")?;
+    if args.migrate_on_start {
+        let applied = faceid_migrations::apply(state.db(), &args.database_schema)
+            .await
+            .with_context(|| format!("migrating schema {:?} (DATABASE_URL, DATABASE_SCHEMA)", args.database_schema))?;
+        tracing::info!(schema = %args.database_schema, newly_applied = ?applied.newly_applied, version = applied.current, "schema up to date");
+    }
+
+    let housekeeping = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::flows::housekeeping(&state).await {
+                    tracing::warn!(event = "housekeeping_failed", error = %e, "housekeeping failed");
+                }
+            }
+        }
+    });
+
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (HOST, PORT)"))?;
+    tracing::info!(%addr, tenant = %args.tenant, "serving");
+    let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    housekeeping.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

@@ -1,0 +1,107 @@
+//! `AppState`: what every handler shares: a cheap `Clone` of pools and `Arc`s.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::config::ServeArgs;
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::tokens::TokenService;
+use crate::face::FaceEngine;
+use crate::metrics::Metrics;
+use crate::store::ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
+
+/// Shared state of one service process.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ServeArgs,
+    db: PgPool,
+    engine: FaceEngine,
+    limiter: RateLimiter,
+    tokens: TokenService,
+    metrics: Metrics,
+    lockout: LockoutPolicy,
+}
+
+/// Failure to assemble the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database URL cannot be parsed.
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The Redis URL cannot be parsed.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Metrics registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl AppState {
+    /// Builds the state from the configuration and a loaded engine. Connections to
+    /// PostgreSQL and Redis are made lazily, so a process starts (and reports not ready)
+    /// while they are down.
+    pub fn new(config: ServeArgs, engine: FaceEngine) -> Result<Self, StateError> {
+        let db = crate::store::db::connect_lazy(
+            &config.database_url,
+            &config.database_schema,
+            config.database_max_connections,
+            std::time::Duration::from_millis(config.database_statement_timeout_ms),
+        )?;
+        let limiter = match &config.redis_url {
+            Some(url) if !url.is_empty() => RateLimiter::Redis(RedisLimiter::new(url, &config.tenant)?),
+            _ => RateLimiter::Local(LocalLimiter::default()),
+        };
+        let tokens = TokenService::new(&config.tenant, config.secret_key.as_bytes(), config.access_ttl());
+        let lockout = LockoutPolicy {
+            max_failures: config.max_failed_login_attempts,
+            window: chrono::Duration::hours(1),
+            duration: chrono::Duration::minutes(i64::from(config.lockout_minutes)),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                engine,
+                limiter,
+                tokens,
+                metrics: Metrics::new()?,
+                lockout,
+                config,
+            }),
+        })
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &ServeArgs {
+        &self.inner.config
+    }
+    /// The tenant's database pool.
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
+    }
+    /// The face engine.
+    pub fn engine(&self) -> &FaceEngine {
+        &self.inner.engine
+    }
+    /// The rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+    /// Token issuing and verification.
+    pub fn tokens(&self) -> &TokenService {
+        &self.inner.tokens
+    }
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    /// Lockout policy.
+    pub fn lockout(&self) -> &LockoutPolicy {
+        &self.inner.lockout
+    }
+}

@@ -1,0 +1,54 @@
+//! The PostgreSQL pool, pinned to the tenant schema.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Opens a lazily-connecting pool whose every connection has `search_path` set to
+/// `schema` (then `public`, for the vector type) and a statement timeout, so a slow
+/// database answers an error instead of holding requests forever.
+pub fn connect_lazy(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?
+        .application_name("faceid")
+        .options([
+            ("search_path", faceid_migrations::search_path(schema)),
+            ("statement_timeout", statement_timeout.as_millis().to_string()),
+        ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        // Fail fast when the database is down: callers answer 503, not a hang.
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+/// Whether the database answers and has pgvector, for `/ready`.
+pub async fn check(pool: &PgPool) -> Result<(), String> {
+    let vector: Option<String> =
+        sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| format!("postgresql: {}", short(&e)))?;
+    if vector.is_none() {
+        return Err("pgvector: extension not installed".to_owned());
+    }
+    Ok(())
+}
+
+fn short(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::PoolTimedOut => "unreachable (timed out)".to_owned(),
+        sqlx::Error::Io(_) => "unreachable".to_owned(),
+        sqlx::Error::Database(db) => format!("error {}", db.code().unwrap_or_default()),
+        _ => "error".to_owned(),
+    }
+}

@@ -1,0 +1,252 @@
+//! Users and their face templates.
+
+use chrono::{DateTime, Utc};
+use pgvector::Vector;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::StoreResult;
+use crate::domain::matching::Candidate;
+
+/// Most templates one user may enrol (registration included).
+pub const MAX_FACES_PER_USER: i64 = 10;
+
+/// A user as stored (no password hash, no embedding).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UserRow {
+    /// Id.
+    pub id: Uuid,
+    /// Username as registered.
+    pub username: String,
+    /// E-mail as registered.
+    pub email: String,
+    /// Deactivated users cannot log in.
+    pub is_active: bool,
+    /// Lock flag; see [`crate::domain::lockout::is_locked`].
+    pub is_locked: bool,
+    /// End of the lock.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Start of the lockout counting window.
+    pub lockout_reset_at: Option<DateTime<Utc>>,
+    /// Model that produced the registration template.
+    pub model_version: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "id, username, email, is_active, is_locked, locked_until, lockout_reset_at, model_version, created_at, updated_at";
+
+/// A user to create.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    /// Username.
+    pub username: &'a str,
+    /// E-mail.
+    pub email: &'a str,
+    /// Argon2id PHC string.
+    pub password_hash: &'a str,
+    /// Registration template.
+    pub embedding: &'a [f32],
+    /// Model that produced it.
+    pub model_version: &'a str,
+}
+
+/// Which unique field, if any, an existing user already holds.
+pub async fn taken_field(pool: &PgPool, username: &str, email: &str) -> StoreResult<Option<&'static str>> {
+    let row: Option<(bool, bool)> = sqlx::query_as(
+        "SELECT lower(username) = lower($1), lower(email) = lower($2) FROM users
+         WHERE lower(username) = lower($1) OR lower(email) = lower($2) LIMIT 1",
+    )
+    .bind(username)
+    .bind(email)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(u, _)| if u { "username" } else { "email" }))
+}
+
+/// Creates a user and its first template in one transaction.
+pub async fn create(pool: &PgPool, new: NewUser<'_>) -> StoreResult<UserRow> {
+    let id = Uuid::new_v4();
+    let vector = Vector::from(new.embedding.to_vec());
+    let mut tx = pool.begin().await?;
+    let user: UserRow = sqlx::query_as(&format!(
+        "INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(new.username)
+    .bind(new.email)
+    .bind(new.password_hash)
+    .bind(&vector)
+    .bind(new.model_version)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO face_embeddings (id, user_id, embedding, model_version) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(id)
+    .bind(&vector)
+    .bind(new.model_version)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A user by id.
+pub async fn by_id(pool: &PgPool, id: Uuid) -> StoreResult<Option<UserRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// A user by username (case-insensitive).
+pub async fn by_username(pool: &PgPool, username: &str) -> StoreResult<Option<UserRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
+    ))
+    .bind(username)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The `limit` templates of active users nearest to `embedding`, through the HNSW index.
+///
+/// Iterative index scans (pgvector 0.8) keep the scan going when the join filter drops
+/// rows, so inactive users do not starve the result.
+pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64, ef_search: u32) -> StoreResult<Vec<Candidate>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL hnsw.ef_search = {}", ef_search.clamp(1, 1000)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<(Uuid, f64)> = sqlx::query_as(
+        "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
+         FROM face_embeddings f JOIN users u ON u.id = f.user_id
+         WHERE u.is_active
+         ORDER BY f.embedding <-> $1
+         LIMIT $2",
+    )
+    .bind(Vector::from(embedding.to_vec()))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, distance)| Candidate {
+            user_id,
+            distance: distance as f32,
+        })
+        .collect())
+}
+
+/// Distance from `embedding` to the nearest template of one user (1:1 verification).
+pub async fn distance_to_user(pool: &PgPool, user: Uuid, embedding: &[f32]) -> StoreResult<Option<f32>> {
+    let d: Option<f64> = sqlx::query_scalar(
+        "SELECT min(embedding <-> $2)::float8 FROM face_embeddings WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(Vector::from(embedding.to_vec()))
+    .fetch_one(pool)
+    .await?;
+    Ok(d.map(|d| d as f32))
+}
+
+/// Adds a template to a user, unless the user already has [`MAX_FACES_PER_USER`].
+/// Returns the new template's id, or `None` when the user is at the limit.
+pub async fn add_face(pool: &PgPool, user: Uuid, embedding: &[f32], model_version: &str) -> StoreResult<Option<Uuid>> {
+    let mut tx = pool.begin().await?;
+    // Lock the user row so concurrent enrolments count correctly.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM face_embeddings WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+    if count >= MAX_FACES_PER_USER {
+        return Ok(None);
+    }
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO face_embeddings (id, user_id, embedding, model_version) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(Vector::from(embedding.to_vec()))
+    .bind(model_version)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE users SET updated_at = now() WHERE id = $1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(id))
+}
+
+/// Number of templates a user has.
+pub async fn face_count(pool: &PgPool, user: Uuid) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM face_embeddings WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Erases a user: the row, every template and refresh token (cascade). Failed attempts
+/// keep their fraud record with the user reference cleared. Returns whether it existed.
+pub async fn delete(pool: &PgPool, user: Uuid) -> StoreResult<bool> {
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets or clears the lock. Clearing also restarts the lockout counting window.
+pub async fn set_locked(pool: &PgPool, user: Uuid, locked: bool, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> StoreResult<Option<UserRow>> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE users SET is_locked = $2, locked_until = $3, lockout_reset_at = $4, updated_at = $4
+         WHERE id = $1 RETURNING {USER_COLUMNS}"
+    ))
+    .bind(user)
+    .bind(locked)
+    .bind(if locked { until } else { None })
+    .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Activates or deactivates a user.
+pub async fn set_active(pool: &PgPool, user: Uuid, active: bool, now: DateTime<Utc>) -> StoreResult<Option<UserRow>> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE users SET is_active = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
+    ))
+    .bind(user)
+    .bind(active)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Active users and currently locked users, for the gauges and the admin summary.
+pub async fn counts(pool: &PgPool, now: DateTime<Utc>) -> StoreResult<(i64, i64, i64)> {
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE is_active),
+                count(*) FILTER (WHERE is_locked AND (locked_until IS NULL OR locked_until > $1))
+         FROM users",
+    )
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    Ok(row)
+}
