@@ -105,7 +105,7 @@ pub fn search_path(schema: &str) -> String {
     if schema == "public" {
         "public".to_owned()
     } else {
-        format!("{}, public", quote_ident(schema))
+        format!("{},public", quote_ident(schema))
     }
 }
 
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn search_path_keeps_public_for_the_vector_type() {
-        assert_eq!(search_path("tenant_a"), "\"tenant_a\", public");
+        assert_eq!(search_path("tenant_a"), "\"tenant_a\",public");
         assert_eq!(search_path("public"), "public");
     }
 }

@@ -174,16 +174,40 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        set(&mut c, "DatabaseReady", Status::False, "DatabaseUnavailable", "down", Some(1), t(0));
+        set(
+            &mut c,
+            "DatabaseReady",
+            Status::False,
+            "DatabaseUnavailable",
+            "down",
+            Some(1),
+            t(0),
+        );
         assert_eq!(c[0].last_transition_time, Time(t(0)));
         // Same status, new reason and message: time stays.
-        set(&mut c, "DatabaseReady", Status::False, "SchemaNotManaged", "other", Some(2), t(10));
+        set(
+            &mut c,
+            "DatabaseReady",
+            Status::False,
+            "SchemaNotManaged",
+            "other",
+            Some(2),
+            t(10),
+        );
         assert_eq!(c[0].last_transition_time, Time(t(0)));
         assert_eq!(c[0].reason, "SchemaNotManaged");
         assert_eq!(c[0].message, "other");
         assert_eq!(c[0].observed_generation, Some(2));
         // Status flips: time moves.
-        set(&mut c, "DatabaseReady", Status::True, "SchemaProvisioned", "ok", Some(2), t(20));
+        set(
+            &mut c,
+            "DatabaseReady",
+            Status::True,
+            "SchemaProvisioned",
+            "ok",
+            Some(2),
+            t(20),
+        );
         assert_eq!(c[0].last_transition_time, Time(t(20)));
         assert_eq!(c.len(), 1);
     }
@@ -195,16 +219,48 @@ mod tests {
         assert_eq!(get(&c, "Ready").unwrap().status, "False");
         assert_eq!(get(&c, "Ready").unwrap().reason, reasons::WAITING);
 
-        set(&mut c, types::SECRETS_READY, Status::True, reasons::SECRETS_AVAILABLE, "ok", Some(1), t(1));
-        set(&mut c, types::DATABASE_READY, Status::False, reasons::SCHEMA_CLAIMED, "schema taken", Some(1), t(1));
-        set(&mut c, types::WORKLOAD_READY, Status::True, reasons::DEPLOYMENT_AVAILABLE, "ok", Some(1), t(1));
+        set(
+            &mut c,
+            types::SECRETS_READY,
+            Status::True,
+            reasons::SECRETS_AVAILABLE,
+            "ok",
+            Some(1),
+            t(1),
+        );
+        set(
+            &mut c,
+            types::DATABASE_READY,
+            Status::False,
+            reasons::SCHEMA_CLAIMED,
+            "schema taken",
+            Some(1),
+            t(1),
+        );
+        set(
+            &mut c,
+            types::WORKLOAD_READY,
+            Status::True,
+            reasons::DEPLOYMENT_AVAILABLE,
+            "ok",
+            Some(1),
+            t(1),
+        );
         set_ready(&mut c, Some(1), t(1));
         let ready = get(&c, "Ready").unwrap();
         assert_eq!(ready.reason, reasons::SCHEMA_CLAIMED);
         assert!(ready.message.contains("schema taken"), "{}", ready.message);
         assert_eq!(ready.last_transition_time, Time(t(0)));
 
-        set(&mut c, types::DATABASE_READY, Status::True, reasons::SCHEMA_PROVISIONED, "ok", Some(1), t(2));
+        set(
+            &mut c,
+            types::DATABASE_READY,
+            Status::True,
+            reasons::SCHEMA_PROVISIONED,
+            "ok",
+            Some(1),
+            t(2),
+        );
         set_ready(&mut c, Some(1), t(2));
         assert!(is_true(&c, "Ready"));
         assert_eq!(get(&c, "Ready").unwrap().last_transition_time, Time(t(2)));

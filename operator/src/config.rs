@@ -52,7 +52,12 @@ pub fn tenant_id(tenant: &FaceIdTenant) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(full.as_bytes());
     let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let name: String = tenant.name_any().replace('.', "-").chars().take(54).collect();
+    let name: String = tenant
+        .name_any()
+        .replace('.', "-")
+        .chars()
+        .take(54)
+        .collect();
     format!("{name}_{hash}")
 }
 
@@ -182,7 +187,10 @@ mod tests {
         assert_eq!(env["CORS_ORIGINS"], "");
         assert!(!env.contains_key("FACE_DETECTION_MODEL"));
         for secret in SECRET_ENV {
-            assert!(!env.contains_key(secret), "{secret} must not be in the ConfigMap");
+            assert!(
+                !env.contains_key(secret),
+                "{secret} must not be in the ConfigMap"
+            );
         }
     }
 
@@ -235,6 +243,10 @@ mod tests {
             redis_url: None,
         };
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("supersecret") && !shown.contains("admin!"));
+        assert!(
+            !shown.contains("hunter2")
+                && !shown.contains("supersecret")
+                && !shown.contains("admin!")
+        );
     }
 }

@@ -309,7 +309,10 @@ impl Context {
     }
 
     fn cached_admin_url(&self, key: &str) -> Option<String> {
-        self.admin_urls.lock().ok().and_then(|m| m.get(key).cloned())
+        self.admin_urls
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
     }
 
     fn forget(&self, key: &str) {
@@ -396,9 +399,7 @@ async fn paused(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) -
         types::READY,
         Status::Unknown,
         reasons::PAUSED,
-        format!(
-            "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
-        ),
+        format!("reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"),
         tenant.meta().generation,
         (ctx.now)(),
     );
@@ -496,8 +497,8 @@ fn credentials(existing: Option<&Secret>) -> Credentials {
     };
     let secret_key = read(keys::SECRET_KEY, 32);
     let admin_api_key = read(keys::ADMIN_API_KEY, 32);
-    let database_password = read(keys::DATABASE_PASSWORD, 16)
-        .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let database_password =
+        read(keys::DATABASE_PASSWORD, 16).filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric()));
     let generated = secret_key.is_none() || admin_api_key.is_none() || database_password.is_none();
     Credentials {
         secret_key: secret_key.unwrap_or_else(|| generate_secret(64)),
@@ -885,7 +886,8 @@ pub fn workload_condition(
             .max(a.min_replicas),
         None => tenant.spec.workload.replicas,
     };
-    let observed = d_status.observed_generation.unwrap_or(0) >= deployment.meta().generation.unwrap_or(0);
+    let observed =
+        d_status.observed_generation.unwrap_or(0) >= deployment.meta().generation.unwrap_or(0);
     let name = resources::workload_name(tenant);
     let (st, reason, message) = if wanted == 0 {
         (
@@ -956,7 +958,9 @@ async fn cleanup(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) 
                 event(
                     true,
                     "CleanupSkipped",
-                    format!("{SKIP_CLEANUP_ANNOTATION} is set: schema {schema:?} not dropped; {manual}"),
+                    format!(
+                        "{SKIP_CLEANUP_ANNOTATION} is set: schema {schema:?} not dropped; {manual}"
+                    ),
                 ),
             )
             .await;
@@ -984,7 +988,10 @@ async fn cleanup(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) 
             .map_err(|e| (e.is_permanent(), e.to_string())),
         None => Err((
             false,
-            format!("database connection Secret {:?} is gone and no connection is cached", db_ref.name),
+            format!(
+                "database connection Secret {:?} is gone and no connection is cached",
+                db_ref.name
+            ),
         )),
     };
     match outcome {
@@ -997,8 +1004,16 @@ async fn cleanup(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) 
                         "SchemaDropped",
                         format!(
                             "deletionPolicy Delete: schema {schema:?} {} and role {}",
-                            if d.schema_dropped { "dropped" } else { "was already gone" },
-                            if d.role_dropped { "dropped" } else { "was already gone" }
+                            if d.schema_dropped {
+                                "dropped"
+                            } else {
+                                "was already gone"
+                            },
+                            if d.role_dropped {
+                                "dropped"
+                            } else {
+                                "was already gone"
+                            }
                         ),
                     ),
                 )
@@ -1067,20 +1082,26 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=faceid-operator");
-    Controller::new(Api::<FaceIdTenant>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed.clone())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client), managed)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, action)) => tracing::debug!(tenant = %obj, ?action, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile error"),
-            }
-        })
-        .await;
+    Controller::new(
+        Api::<FaceIdTenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        managed.clone(),
+    )
+    .owns(Api::<HorizontalPodAutoscaler>::all(client), managed)
+    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, action)) => tracing::debug!(tenant = %obj, ?action, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "reconcile error"),
+        }
+    })
+    .await;
 }

@@ -59,8 +59,16 @@ pub const SCHEMA_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,55}$";
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Schema", type_ = "string", json_path = ".spec.database.schema"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     scale(
         spec_replicas_path = ".spec.workload.replicas",
         status_replicas_path = ".status.replicas",
@@ -180,7 +188,9 @@ impl Default for HnswSpec {
 }
 
 /// What deleting the tenant does to its database objects.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum DeletionPolicy {
     /// Keep the schema, its data and its role (a tenant of the same name and namespace
     /// can adopt them again).
@@ -411,7 +421,10 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 100))]
     pub max_replicas: i32,
     /// Average CPU utilisation to aim for, in percent of the request (1..100).
-    #[serde(default = "default_cpu_target")]
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }
@@ -574,7 +587,12 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         h.ef_construction,
         4..=1000,
     );
-    in_range(&mut out, "spec.database.hnsw.efSearch", h.ef_search, 1..=1000);
+    in_range(
+        &mut out,
+        "spec.database.hnsw.efSearch",
+        h.ef_search,
+        1..=1000,
+    );
     if i64::from(h.ef_construction) < 2 * i64::from(h.m) {
         out.push(Invalid {
             field: "spec.database.hnsw.efConstruction",
@@ -669,7 +687,11 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             message: "name the Secret holding the Redis URL".to_owned(),
         });
     }
-    if spec.cors_origins.iter().any(|o| o.is_empty() || o.contains(',')) {
+    if spec
+        .cors_origins
+        .iter()
+        .any(|o| o.is_empty() || o.contains(','))
+    {
         out.push(Invalid {
             field: "spec.corsOrigins",
             message: "each origin must be non-empty and contain no comma".to_owned(),
@@ -732,7 +754,9 @@ mod tests {
         for ok in ["0", "0.6", "0.725", "1", "1.0", "1.000", "0.0"] {
             assert!(is_unit_decimal(ok), "{ok}");
         }
-        for bad in ["", "0.", "1.5", "2", "0.1234", "-0.1", ".5", "0,5", "1e-1", "01"] {
+        for bad in [
+            "", "0.", "1.5", "2", "0.1234", "-0.1", ".5", "0,5", "1e-1", "01",
+        ] {
             assert!(!is_unit_decimal(bad), "{bad}");
         }
     }
@@ -742,9 +766,168 @@ mod tests {
         for ok in ["5/hour", "10/minute", "1/second", "999999/day"] {
             assert!(is_rate(ok), "{ok}");
         }
-        for bad in ["", "0/hour", "05/hour", "10/minutes", "ten/minute", "1000000/day", "5"] {
+        for bad in [
+            "",
+            "0/hour",
+            "05/hour",
+            "10/minutes",
+            "ten/minute",
+            "1000000/day",
+            "5",
+        ] {
             assert!(!is_rate(bad), "{bad}");
         }
+    }
+
+    fn spec() -> FaceIdTenantSpec {
+        serde_yaml::from_str("database: {connectionSecretRef: {name: pg}, schema: acme}").unwrap()
+    }
+
+    fn fields(spec: &FaceIdTenantSpec) -> Vec<&'static str> {
+        validate(spec).into_iter().map(|i| i.field).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_service() {
+        let s = spec();
+        assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+        assert_eq!(
+            (
+                s.database.hnsw.m,
+                s.database.hnsw.ef_construction,
+                s.database.hnsw.ef_search
+            ),
+            (16, 64, 100)
+        );
+        assert_eq!(s.database.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(s.database.connection_secret_ref.key, "url");
+        assert_eq!(s.workload.replicas, 2);
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        type Edit = fn(&mut FaceIdTenantSpec);
+        let cases: &[(&str, Edit)] = &[
+            ("spec.database.connectionSecretRef.name", |s| {
+                s.database.connection_secret_ref.name.clear()
+            }),
+            ("spec.database.schema", |s| {
+                s.database.schema = "public".into()
+            }),
+            ("spec.database.schema", |s| {
+                s.database.schema = "pg_temp".into()
+            }),
+            ("spec.database.schema", |s| {
+                s.database.schema = "information_schema".into()
+            }),
+            ("spec.database.schema", |s| {
+                s.database.schema = "Bad-Name".into()
+            }),
+            ("spec.database.schema", |s| {
+                s.database.schema = "x".repeat(57)
+            }),
+            ("spec.database.hnsw.m", |s| s.database.hnsw.m = 1),
+            ("spec.database.hnsw.m", |s| {
+                s.database.hnsw.m = 101;
+                s.database.hnsw.ef_construction = 1000
+            }),
+            ("spec.database.hnsw.efConstruction", |s| {
+                s.database.hnsw.ef_construction = 1001
+            }),
+            ("spec.database.hnsw.efConstruction", |s| {
+                s.database.hnsw.m = 40;
+                s.database.hnsw.ef_construction = 79
+            }),
+            ("spec.database.hnsw.efSearch", |s| {
+                s.database.hnsw.ef_search = 0
+            }),
+            ("spec.database.hnsw.efSearch", |s| {
+                s.database.hnsw.ef_search = 1001
+            }),
+            ("spec.recognition.tolerance", |s| {
+                s.recognition.tolerance = "1.5".into()
+            }),
+            ("spec.recognition.detectionModel", |s| {
+                s.recognition.detection_model = Some("Bad Model".into())
+            }),
+            ("spec.liveness.threshold", |s| {
+                s.liveness.threshold = "0.7000".into()
+            }),
+            ("spec.rateLimits.register", |s| {
+                s.rate_limits.register = "5/week".into()
+            }),
+            ("spec.rateLimits.login", |s| {
+                s.rate_limits.login = "0/minute".into()
+            }),
+            ("spec.rateLimits.default", |s| {
+                s.rate_limits.default = "lots".into()
+            }),
+            ("spec.security.accessTokenExpireMinutes", |s| {
+                s.security.access_token_expire_minutes = 0
+            }),
+            ("spec.security.refreshTokenExpireDays", |s| {
+                s.security.refresh_token_expire_days = 366
+            }),
+            ("spec.security.maxFailedLoginAttempts", |s| {
+                s.security.max_failed_login_attempts = 0
+            }),
+            ("spec.security.lockoutMinutes", |s| {
+                s.security.lockout_minutes = 525_601
+            }),
+            ("spec.security.failedAttemptRetentionDays", |s| {
+                s.security.failed_attempt_retention_days = 0
+            }),
+            ("spec.redis.secretRef.name", |s| {
+                s.redis = Some(RedisSpec {
+                    secret_ref: SecretKeyRef {
+                        name: String::new(),
+                        key: "url".into(),
+                    },
+                })
+            }),
+            ("spec.corsOrigins", |s| s.cors_origins = vec!["a,b".into()]),
+            ("spec.workload.replicas", |s| s.workload.replicas = -1),
+            ("spec.workload.autoscaling", |s| {
+                s.workload.autoscaling = Some(AutoscalingSpec {
+                    min_replicas: 5,
+                    max_replicas: 2,
+                    target_cpu_utilization_percentage: 70,
+                })
+            }),
+            (
+                "spec.workload.autoscaling.targetCPUUtilizationPercentage",
+                |s| {
+                    s.workload.autoscaling = Some(AutoscalingSpec {
+                        min_replicas: 1,
+                        max_replicas: 2,
+                        target_cpu_utilization_percentage: 0,
+                    })
+                },
+            ),
+            ("spec.workload.modelsDir", |s| {
+                s.workload.models_dir = Some("models".into())
+            }),
+            ("spec.workload.image", |s| {
+                s.workload.image = Some(String::new())
+            }),
+        ];
+        for (field, edit) in cases {
+            let mut s = spec();
+            edit(&mut s);
+            assert!(
+                fields(&s).contains(field),
+                "{field}: got {:?}",
+                validate(&s)
+            );
+        }
+        // Boundaries that are allowed.
+        let mut s = spec();
+        s.database.hnsw.m = 100;
+        s.database.hnsw.ef_construction = 200;
+        s.recognition.tolerance = "1".into();
+        s.liveness.threshold = "0".into();
+        s.workload.replicas = 0;
+        assert!(validate(&s).is_empty(), "{:?}", validate(&s));
     }
 
     #[test]

@@ -181,8 +181,7 @@ pub fn generate_secret(len: usize) -> String {
 
 /// `admin_url` with its user and password replaced by the tenant role's.
 pub fn role_database_url(admin_url: &str, role: &str, password: &str) -> Result<String> {
-    let mut url =
-        url::Url::parse(admin_url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
+    let mut url = url::Url::parse(admin_url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(Error::InvalidUrl(format!(
             "scheme {:?} is not postgres",
@@ -278,12 +277,11 @@ async fn schema_comment(conn: &mut PgConnection, schema: &str) -> Result<Option<
 
 /// `None` when the role does not exist, else its comment.
 async fn role_comment(conn: &mut PgConnection, role: &str) -> Result<Option<Option<String>>> {
-    let row = sqlx::query(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(role)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(match row {
         None => None,
         Some(r) => Some(r.try_get::<Option<String>, _>(0)?),
@@ -434,10 +432,14 @@ async fn claim_schema_and_role(
             }
             Some(comment) => match claim_owner(comment.as_deref()) {
                 Some(owner) if owner == tenant => {
-                    exec(conn, &format!(
-                        "ALTER ROLE {role_ident} WITH LOGIN PASSWORD {}",
-                        quote_literal(&req.role_password)
-                    )).await?;
+                    exec(
+                        conn,
+                        &format!(
+                            "ALTER ROLE {role_ident} WITH LOGIN PASSWORD {}",
+                            quote_literal(&req.role_password)
+                        ),
+                    )
+                    .await?;
                     false
                 }
                 Some(owner) => {
@@ -499,7 +501,10 @@ async fn read_index(
     let Some(row) = row else { return Ok(None) };
     let valid: bool = row.try_get(0)?;
     let options: Option<Vec<String>> = row.try_get(1)?;
-    Ok(Some((valid, parse_reloptions(&options.unwrap_or_default()))))
+    Ok(Some((
+        valid,
+        parse_reloptions(&options.unwrap_or_default()),
+    )))
 }
 
 /// HNSW parameters from `reloptions` (pgvector's defaults where unset).
@@ -545,9 +550,11 @@ async fn ensure_index(
     if read_index(conn, schema, HNSW_INDEX).await?.is_none()
         && let Some((true, _)) = read_index(conn, schema, HNSW_INDEX_NEW).await?
     {
-        exec(conn, &format!(
-            "ALTER INDEX {ident}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}"
-        )).await?;
+        exec(
+            conn,
+            &format!("ALTER INDEX {ident}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}"),
+        )
+        .await?;
     }
     let current = read_index(conn, schema, HNSW_INDEX).await?;
     if let Some((true, params)) = current
@@ -557,21 +564,27 @@ async fn ensure_index(
     }
     let opclass = format!("{}.vector_l2_ops", quote_ident(&vector_schema(conn).await?));
     // Leftover of an interrupted build: an invalid index CONCURRENTLY can not reuse.
-    exec(conn, &format!(
-        "DROP INDEX CONCURRENTLY IF EXISTS {ident}.{HNSW_INDEX_NEW}"
-    )).await?;
+    exec(
+        conn,
+        &format!("DROP INDEX CONCURRENTLY IF EXISTS {ident}.{HNSW_INDEX_NEW}"),
+    )
+    .await?;
     exec(conn, &format!(
         "CREATE INDEX CONCURRENTLY {HNSW_INDEX_NEW} ON {ident}.face_embeddings USING hnsw (embedding {opclass}) WITH (m = {}, ef_construction = {})",
         want.m, want.ef_construction
     )).await?;
     if current.is_some() {
-        exec(conn, &format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {ident}.{HNSW_INDEX}"
-        )).await?;
+        exec(
+            conn,
+            &format!("DROP INDEX CONCURRENTLY IF EXISTS {ident}.{HNSW_INDEX}"),
+        )
+        .await?;
     }
-    exec(conn, &format!(
-        "ALTER INDEX {ident}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}"
-    )).await?;
+    exec(
+        conn,
+        &format!("ALTER INDEX {ident}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}"),
+    )
+    .await?;
     let (_, applied) = read_index(conn, schema, HNSW_INDEX)
         .await?
         .ok_or(Error::Database(sqlx::Error::RowNotFound))?;
@@ -614,7 +627,9 @@ async fn drop_bounded(
         .execute(&mut *conn)
         .await?;
     let result = drop_claimed(conn, tenant, schema, role).await;
-    sqlx::query("RESET lock_timeout").execute(&mut *conn).await?;
+    sqlx::query("RESET lock_timeout")
+        .execute(&mut *conn)
+        .await?;
     result
 }
 
@@ -636,7 +651,11 @@ async fn drop_claimed(
                     .bind(role)
                     .execute(&mut *conn)
                     .await?;
-                exec(conn, &format!("DROP SCHEMA {} CASCADE", quote_ident(schema))).await?;
+                exec(
+                    conn,
+                    &format!("DROP SCHEMA {} CASCADE", quote_ident(schema)),
+                )
+                .await?;
                 out.schema_dropped = true;
             }
             Some(owner) => {
@@ -657,9 +676,11 @@ async fn drop_claimed(
         && claim_owner(comment.as_deref()) == Some(tenant)
     {
         let role_ident = quote_ident(role);
-        exec(conn, &format!(
-            "DROP OWNED BY {role_ident}; DROP ROLE {role_ident};"
-        )).await?;
+        exec(
+            conn,
+            &format!("DROP OWNED BY {role_ident}; DROP ROLE {role_ident};"),
+        )
+        .await?;
         out.role_dropped = true;
     }
     if out.schema_dropped || out.role_dropped {
@@ -716,4 +737,3 @@ mod tests {
         assert_ne!(a, b);
     }
 }
-

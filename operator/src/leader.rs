@@ -25,7 +25,12 @@ pub enum Decision {
 }
 
 /// Pure decision for `identity` at `now` given the Lease's spec.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp, default_duration: Duration) -> Decision {
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    now: Timestamp,
+    default_duration: Duration,
+) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -33,14 +38,18 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp, default_
         None | Some("") => Decision::Acquire,
         Some(h) if h == identity => Decision::Renew,
         Some(_) => {
-            let duration = spec
-                .lease_duration_seconds
-                .map_or(default_duration, |s| Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(1)));
-            let expires = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).and_then(|t| {
-                SignedDuration::try_from(duration)
-                    .ok()
-                    .and_then(|d| t.0.checked_add(d).ok())
+            let duration = spec.lease_duration_seconds.map_or(default_duration, |s| {
+                Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(1))
             });
+            let expires = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .and_then(|t| {
+                    SignedDuration::try_from(duration)
+                        .ok()
+                        .and_then(|d| t.0.checked_add(d).ok())
+                });
             match expires {
                 Some(e) if e > now => Decision::Wait,
                 _ => Decision::Acquire,
@@ -110,7 +119,12 @@ impl LeaderElector {
             };
         };
         let mut spec = lease.spec.clone().unwrap_or_default();
-        match decide(lease.spec.as_ref(), &self.identity, now, self.lease_duration) {
+        match decide(
+            lease.spec.as_ref(),
+            &self.identity,
+            now,
+            self.lease_duration,
+        ) {
             Decision::Wait => return Ok(false),
             Decision::Renew => {
                 spec.renew_time = Some(MicroTime(now));
@@ -146,7 +160,9 @@ impl LeaderElector {
                     return;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "leader election: could not read or write the Lease"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: could not read or write the Lease")
+                }
             }
             tokio::time::sleep(self.retry).await;
         }
@@ -219,9 +235,21 @@ mod tests {
     fn decisions() {
         let d = Duration::from_secs(15);
         assert_eq!(decide(None, "me", at(0), d), Decision::Acquire);
-        assert_eq!(decide(Some(&LeaseSpec::default()), "me", at(0), d), Decision::Acquire);
-        assert_eq!(decide(Some(&spec("me", 0)), "me", at(100), d), Decision::Renew);
-        assert_eq!(decide(Some(&spec("other", 0)), "me", at(10), d), Decision::Wait);
-        assert_eq!(decide(Some(&spec("other", 0)), "me", at(16), d), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), "me", at(0), d),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&spec("me", 0)), "me", at(100), d),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec("other", 0)), "me", at(10), d),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&spec("other", 0)), "me", at(16), d),
+            Decision::Acquire
+        );
     }
 }

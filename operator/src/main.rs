@@ -36,7 +36,11 @@ struct RunArgs {
     metrics_addr: SocketAddr,
 
     /// Service image for tenants that set no `spec.workload.image`.
-    #[arg(long, env = "DEFAULT_IMAGE", default_value = "ghcr.io/faceid/faceid:0.1.0")]
+    #[arg(
+        long,
+        env = "DEFAULT_IMAGE",
+        default_value = "ghcr.io/faceid/faceid:0.1.0"
+    )]
     default_image: String,
 
     /// Tenants reconciled at the same time.

@@ -63,7 +63,9 @@ impl Metrics {
                 "faceid_operator_reconcile_duration_seconds",
                 "Time taken by one reconciliation",
             )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0]),
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+            ]),
             &[],
         )?;
         let tenants = IntGaugeVec::new(
@@ -95,7 +97,9 @@ impl Metrics {
         self.reconciliations
             .with_label_values(&[if ok { "success" } else { "error" }])
             .inc();
-        self.duration.with_label_values(&[] as &[&str]).observe(seconds);
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .observe(seconds);
     }
 
     /// Counts one failure of a static `category`.
@@ -150,10 +154,19 @@ mod tests {
         m.failed("database");
         m.reconciled(true, 0.2);
         let text = m.render();
-        assert!(text.contains("faceid_operator_tenants{ready=\"true\"} 2"), "{text}");
-        assert!(text.contains("faceid_operator_tenants{ready=\"false\"} 0"), "{text}");
+        assert!(
+            text.contains("faceid_operator_tenants{ready=\"true\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("faceid_operator_tenants{ready=\"false\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("faceid_operator_reconcile_failures_total{category=\"database\"} 1"));
         m.set_tenant("a/x", None);
-        assert!(m.render().contains("faceid_operator_tenants{ready=\"true\"} 1"));
+        assert!(
+            m.render()
+                .contains("faceid_operator_tenants{ready=\"true\"} 1")
+        );
     }
 }

@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricSpec, MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -460,4 +460,276 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 /// The kind `K`'s name in messages.
 pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn example(text: &str) -> FaceIdTenant {
+        let mut t: FaceIdTenant = serde_yaml::from_str(text).unwrap();
+        t.metadata = ObjectMeta {
+            namespace: Some("team-a".into()),
+            uid: Some("uid-1".into()),
+            ..t.metadata
+        };
+        t
+    }
+
+    fn minimal() -> FaceIdTenant {
+        example(include_str!(
+            "../../charts/faceid-operator/examples/minimal.yaml"
+        ))
+    }
+
+    fn full() -> FaceIdTenant {
+        example(include_str!(
+            "../../charts/faceid-operator/examples/full.yaml"
+        ))
+    }
+
+    fn inputs(redis: Option<&str>) -> Inputs {
+        Inputs {
+            image: "img:1".into(),
+            secrets: TenantSecrets {
+                database_url: "postgres://faceid_acme:pw@db/faceid".into(),
+                secret_key: "k".repeat(64),
+                admin_api_key: "a".repeat(48),
+                redis_url: redis.map(str::to_owned),
+            },
+            database_password: "pw".into(),
+        }
+    }
+
+    fn env_names(d: &Deployment) -> Vec<String> {
+        let c = &d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn minimal_tenant_objects() {
+        let t = minimal();
+        let d = build(&t, &inputs(None));
+        // Every object is controlled by the tenant and labelled.
+        for meta in [
+            &d.secret.metadata,
+            &d.config_map.metadata,
+            &d.deployment.metadata,
+            &d.service.metadata,
+            &d.disruption_budget.metadata,
+        ] {
+            assert!(is_controlled_by(
+                meta.owner_references.as_deref().unwrap(),
+                &t
+            ));
+            assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                MANAGED_BY
+            );
+        }
+        assert!(d.autoscaler.is_none());
+        let spec = d.deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("img:1"));
+        assert_eq!(c.args.as_deref(), Some(&["serve".to_owned()][..]));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/ready")
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/health")
+        );
+        assert_eq!(c.resources, Some(default_resources()));
+        assert_eq!(
+            env_names(&d.deployment),
+            ["DATABASE_URL", "SECRET_KEY", "ADMIN_API_KEY"]
+        );
+        // The selector matches the pod labels, the Service and the budget.
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        assert_eq!(
+            d.service.spec.as_ref().unwrap().selector.as_ref(),
+            Some(selector)
+        );
+        assert_eq!(
+            d.disruption_budget.spec.as_ref().unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+        assert_eq!(d.config_map.data.as_ref().unwrap()["TENANT"], "team-a_acme");
+        assert_eq!(endpoint(&t), "http://acme.team-a.svc:80");
+    }
+
+    #[test]
+    fn full_tenant_objects() {
+        let t = full();
+        let d = build(&t, &inputs(Some("redis://r:6379/0")));
+        let hpa = d.autoscaler.as_ref().unwrap().spec.as_ref().unwrap();
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(3), 12));
+        assert_eq!(
+            hpa.metrics.as_ref().unwrap()[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .target
+                .average_utilization,
+            Some(60)
+        );
+        let spec = d.deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, None, "the autoscaler owns replicas");
+        let template = &spec.template;
+        let annotations = template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+        let c = &template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("img:1"));
+        assert_eq!(
+            env_names(&d.deployment),
+            ["DATABASE_URL", "SECRET_KEY", "ADMIN_API_KEY", "REDIS_URL"]
+        );
+        let redis = &c.env.as_ref().unwrap()[3];
+        let sel = redis
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str()),
+            ("shared-redis", "url")
+        );
+        let cm = d.config_map.data.as_ref().unwrap();
+        assert_eq!(cm["FACE_RECOGNITION_TOLERANCE"], "0.55");
+        assert_eq!(cm["FACE_DETECTION_MODEL"], "tiny");
+        assert_eq!(cm["LIVENESS_THRESHOLD"], "0.8");
+        assert_eq!(cm["RATE_LIMIT_LOGIN"], "20/minute");
+        assert_eq!(cm["ACCESS_TOKEN_EXPIRE_MINUTES"], "15");
+        assert_eq!(cm["REFRESH_TOKEN_EXPIRE_DAYS"], "14");
+        assert_eq!(cm["MAX_FAILED_LOGIN_ATTEMPTS"], "5");
+        assert_eq!(cm["LOCKOUT_MINUTES"], "60");
+        assert_eq!(cm["FAILED_ATTEMPT_RETENTION_DAYS"], "90");
+        assert_eq!(cm["HNSW_EF_SEARCH"], "200");
+        assert_eq!(cm["MODELS_DIR"], "/models");
+        assert_eq!(
+            cm["CORS_ORIGINS"],
+            "https://app.globex.example,https://admin.globex.example"
+        );
+        let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(requests["cpu"], Quantity("500m".into()));
+        // The ConfigMap plus the Deployment's secret references are exactly render_env.
+        let mut names: Vec<String> = cm.keys().cloned().collect();
+        names.extend(env_names(&d.deployment));
+        names.sort();
+        let env = render_env(&t, &inputs(Some("redis://r:6379/0")).secrets);
+        assert_eq!(names, env.keys().cloned().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn any_configuration_or_credential_change_changes_the_pod_template() {
+        let t = minimal();
+        let hash = |t: &FaceIdTenant, i: &Inputs| {
+            deployment(t, i)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let base = hash(&t, &inputs(None));
+        assert_eq!(base, hash(&t, &inputs(None)), "stable for the same input");
+        let mut changed = t.clone();
+        changed.spec.rate_limits.login = "11/minute".into();
+        assert_ne!(base, hash(&changed, &inputs(None)));
+        let mut other = inputs(None);
+        other.secrets.secret_key = "z".repeat(64);
+        assert_ne!(base, hash(&t, &other));
+        assert_ne!(base, hash(&t, &inputs(Some("redis://x"))));
+    }
+
+    #[test]
+    fn secret_values_never_leave_the_secret() {
+        let t = minimal();
+        let i = inputs(None);
+        let d = build(&t, &i);
+        let everything_else = serde_json::to_string(&(
+            &d.config_map,
+            &d.deployment,
+            &d.service,
+            &d.disruption_budget,
+        ))
+        .unwrap();
+        assert!(!everything_else.contains(&i.secrets.secret_key));
+        assert!(!everything_else.contains(&i.secrets.admin_api_key));
+        assert!(!everything_else.contains("postgres://"));
+    }
+
+    #[test]
+    fn ownership_needs_the_controller_flag_and_the_uid() {
+        let t = minimal();
+        let mut r = t.controller_owner_ref(&()).unwrap();
+        assert!(is_controlled_by(std::slice::from_ref(&r), &t));
+        r.controller = Some(false);
+        assert!(!is_controlled_by(std::slice::from_ref(&r), &t));
+        r.controller = Some(true);
+        r.uid = "someone-else".into();
+        assert!(!is_controlled_by(&[r], &t));
+        assert!(!is_controlled_by(&[], &t));
+    }
 }

@@ -36,7 +36,12 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const ALL_ON: &[&str] = &["--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true"];
+const ALL_ON: &[&str] = &[
+    "--set",
+    "serviceMonitor.enabled=true",
+    "--set",
+    "networkPolicy.enabled=true",
+];
 
 #[test]
 fn helm_lint_passes() {
@@ -50,7 +55,14 @@ fn helm_lint_passes() {
 
 fn render(extra: &[&str]) -> Vec<serde_yaml::Value> {
     let chart = chart();
-    let mut args = vec!["template", "faceid", chart.to_str().unwrap(), "--namespace", "faceid-system", "--include-crds"];
+    let mut args = vec![
+        "template",
+        "faceid",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "faceid-system",
+        "--include-crds",
+    ];
     args.extend_from_slice(extra);
     let text = run(&args);
     serde_yaml::Deserializer::from_str(&text)
@@ -60,8 +72,12 @@ fn render(extra: &[&str]) -> Vec<serde_yaml::Value> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(doc: &serde_yaml::Value) -> T {
-    serde_yaml::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("{} does not parse: {e}\n{doc:?}", doc["kind"].as_str().unwrap_or("?")))
+    serde_yaml::from_value(doc.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{} does not parse: {e}\n{doc:?}",
+            doc["kind"].as_str().unwrap_or("?")
+        )
+    })
 }
 
 #[test]
@@ -69,7 +85,10 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
     let docs = render(ALL_ON);
     let mut kinds: Vec<String> = Vec::new();
     for doc in &docs {
-        let kind = doc["kind"].as_str().expect("every manifest has a kind").to_owned();
+        let kind = doc["kind"]
+            .as_str()
+            .expect("every manifest has a kind")
+            .to_owned();
         assert!(doc["apiVersion"].is_string(), "{kind} has no apiVersion");
         match kind.as_str() {
             "Deployment" => {
@@ -126,12 +145,18 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
         "NetworkPolicy",
         "PodDisruptionBudget",
     ] {
-        assert!(kinds.iter().any(|k| k == expected), "{expected} missing from {kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "{expected} missing from {kinds:?}"
+        );
     }
     // Aggregated roles for namespace admins/editors and viewers.
     let aggregated = docs
         .iter()
-        .filter(|d| d["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"].as_str() == Some("true"))
+        .filter(|d| {
+            d["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"].as_str()
+                == Some("true")
+        })
         .count();
     assert_eq!(aggregated, 1);
 }
@@ -139,15 +164,28 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
 #[test]
 fn optional_parts_are_off_by_default() {
     let docs = render(&[]);
-    assert!(!docs.iter().any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "NetworkPolicy"));
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "NetworkPolicy")
+    );
 }
 
 #[test]
 fn invalid_values_are_refused_by_the_schema() {
     let chart = chart();
     let out = Command::new(helm())
-        .args(["template", "x", chart.to_str().unwrap(), "--set", "replicaCount=0"])
+        .args([
+            "template",
+            "x",
+            chart.to_str().unwrap(),
+            "--set",
+            "replicaCount=0",
+        ])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "replicaCount=0 must be refused by values.schema.json");
+    assert!(
+        !out.status.success(),
+        "replicaCount=0 must be refused by values.schema.json"
+    );
 }

@@ -39,7 +39,8 @@ fn schema() -> serde_json::Value {
 }
 
 fn example(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(root().join("charts/faceid-operator/examples").join(name)).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("charts/faceid-operator/examples").join(name)).unwrap();
     serde_yaml::from_str(&text).unwrap()
 }
 
@@ -56,8 +57,16 @@ fn examples_are_valid_tenants() {
         let value = example(name);
         let tenant: FaceIdTenant = serde_json::from_value(value.clone())
             .unwrap_or_else(|e| panic!("{name} does not parse as a FaceIdTenant: {e}"));
-        assert!(validate(&tenant.spec).is_empty(), "{name}: {:?}", validate(&tenant.spec));
-        assert!(cel(&value, None).is_empty(), "{name}: {:?}", cel(&value, None));
+        assert!(
+            validate(&tenant.spec).is_empty(),
+            "{name}: {:?}",
+            validate(&tenant.spec)
+        );
+        assert!(
+            cel(&value, None).is_empty(),
+            "{name}: {:?}",
+            cel(&value, None)
+        );
         // An update that keeps the schema passes the transition rule.
         assert!(cel(&value, Some(&value)).is_empty());
     }
@@ -80,10 +89,26 @@ fn with(mut value: serde_json::Value, pointer: &str, new: serde_json::Value) -> 
 fn cel_rules_refuse_what_the_api_forbids() {
     let base = example("minimal.yaml");
     let cases = [
-        ("/spec/database/schema", serde_json::json!("public"), "reserved"),
-        ("/spec/database/schema", serde_json::json!("pg_toast"), "reserved"),
-        ("/spec/database/schema", serde_json::json!("information_schema"), "reserved"),
-        ("/spec/database/hnsw", serde_json::json!({"m": 40, "efConstruction": 64}), "2 * m"),
+        (
+            "/spec/database/schema",
+            serde_json::json!("public"),
+            "reserved",
+        ),
+        (
+            "/spec/database/schema",
+            serde_json::json!("pg_toast"),
+            "reserved",
+        ),
+        (
+            "/spec/database/schema",
+            serde_json::json!("information_schema"),
+            "reserved",
+        ),
+        (
+            "/spec/database/hnsw",
+            serde_json::json!({"m": 40, "efConstruction": 64}),
+            "2 * m",
+        ),
         (
             "/spec/workload/autoscaling",
             serde_json::json!({"minReplicas": 5, "maxReplicas": 2}),
@@ -99,11 +124,19 @@ fn cel_rules_refuse_what_the_api_forbids() {
         );
     }
     // The schema name is immutable.
-    let renamed = with(base.clone(), "/spec/database/schema", serde_json::json!("other"));
+    let renamed = with(
+        base.clone(),
+        "/spec/database/schema",
+        serde_json::json!("other"),
+    );
     let errors = cel(&renamed, Some(&base));
     assert!(errors.iter().any(|e| e.contains("immutable")), "{errors:?}");
     // efConstruction exactly 2 * m is allowed.
-    let edge = with(base, "/spec/database/hnsw", serde_json::json!({"m": 32, "efConstruction": 64}));
+    let edge = with(
+        base,
+        "/spec/database/hnsw",
+        serde_json::json!({"m": 32, "efConstruction": 64}),
+    );
     assert!(cel(&edge, None).is_empty());
 }
 
@@ -112,16 +145,26 @@ fn schema_bounds_are_declared_for_every_numeric_and_decimal_field() {
     let s = schema();
     let spec = &s["properties"]["spec"]["properties"];
     let hnsw = &spec["database"]["properties"]["hnsw"]["properties"];
-    for (field, min, max) in [("m", 2.0, 100.0), ("efConstruction", 4.0, 1000.0), ("efSearch", 1.0, 1000.0)] {
+    for (field, min, max) in [
+        ("m", 2.0, 100.0),
+        ("efConstruction", 4.0, 1000.0),
+        ("efSearch", 1.0, 1000.0),
+    ] {
         assert_eq!(hnsw[field]["minimum"].as_f64(), Some(min), "{field}");
         assert_eq!(hnsw[field]["maximum"].as_f64(), Some(max), "{field}");
     }
     assert!(spec["recognition"]["properties"]["tolerance"]["pattern"].is_string());
     assert!(spec["liveness"]["properties"]["threshold"]["pattern"].is_string());
     for rate in ["register", "login", "default"] {
-        assert!(spec["rateLimits"]["properties"][rate]["pattern"].is_string(), "{rate}");
+        assert!(
+            spec["rateLimits"]["properties"][rate]["pattern"].is_string(),
+            "{rate}"
+        );
     }
     // No floating-point field anywhere in the API.
     let text = serde_json::to_string(&s).unwrap();
-    assert!(!text.contains("\"type\":\"number\""), "the API must not hold floats");
+    assert!(
+        !text.contains("\"type\":\"number\""),
+        "the API must not hold floats"
+    );
 }

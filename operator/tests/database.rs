@@ -89,8 +89,17 @@ async fn provisioning_twice_is_a_no_op() {
     let first = provision(&pool, &req).await.unwrap();
     assert!(first.schema_created && first.role_created);
     assert_eq!(first.migrations_applied, vec![1]);
-    assert_eq!(first.index, IndexParams { m: 16, ef_construction: 64 });
-    assert!(!first.index_rebuilt, "the migration's index already has 16/64");
+    assert_eq!(
+        first.index,
+        IndexParams {
+            m: 16,
+            ef_construction: 64
+        }
+    );
+    assert!(
+        !first.index_rebuilt,
+        "the migration's index already has 16/64"
+    );
     assert_eq!(first.role, role_name(&schema));
 
     let second = provision(&pool, &req).await.unwrap();
@@ -177,15 +186,29 @@ async fn index_is_rebuilt_with_new_parameters_and_reported() {
     .await
     .unwrap();
 
-    let changed = provision(&pool, &request(tenant, &schema, 24, 100)).await.unwrap();
+    let changed = provision(&pool, &request(tenant, &schema, 24, 100))
+        .await
+        .unwrap();
     assert!(changed.index_rebuilt);
-    assert_eq!(changed.index, IndexParams { m: 24, ef_construction: 100 });
+    assert_eq!(
+        changed.index,
+        IndexParams {
+            m: 24,
+            ef_construction: 100
+        }
+    );
     let def = indexdef(&pool, &schema).await.unwrap();
-    assert!(def.contains("m='24'") && def.contains("ef_construction='100'"), "{def}");
+    assert!(
+        def.contains("m='24'") && def.contains("ef_construction='100'"),
+        "{def}"
+    );
     assert!(def.contains("vector_l2_ops"), "{def}");
     assert_eq!(
         database::index_params(&pool, &schema).await.unwrap(),
-        Some(IndexParams { m: 24, ef_construction: 100 })
+        Some(IndexParams {
+            m: 24,
+            ef_construction: 100
+        })
     );
     // Exactly one HNSW index, valid, no leftover of the rebuild.
     let rows = sqlx::query(
@@ -210,7 +233,9 @@ async fn index_is_rebuilt_with_new_parameters_and_reported() {
     conn.close().await.unwrap();
 
     // The same parameters again: nothing to do.
-    let again = provision(&pool, &request(tenant, &schema, 24, 100)).await.unwrap();
+    let again = provision(&pool, &request(tenant, &schema, 24, 100))
+        .await
+        .unwrap();
     assert!(!again.index_rebuilt);
 
     deprovision(&pool, tenant, &schema).await.unwrap();
@@ -220,7 +245,9 @@ async fn index_is_rebuilt_with_new_parameters_and_reported() {
 async fn delete_policy_drops_schema_and_role() {
     let pool = admin().await;
     let schema = unique("op_del");
-    provision(&pool, &request("ns/del", &schema, 16, 64)).await.unwrap();
+    provision(&pool, &request("ns/del", &schema, 16, 64))
+        .await
+        .unwrap();
     assert!(schema_exists(&pool, &schema).await);
 
     let dropped = deprovision(&pool, "ns/del", &schema).await.unwrap();
@@ -267,7 +294,9 @@ async fn retain_keeps_data_for_a_recreated_tenant() {
 async fn a_schema_claimed_by_another_tenant_is_refused() {
     let pool = admin().await;
     let schema = unique("op_claim");
-    provision(&pool, &request("team-a/acme", &schema, 16, 64)).await.unwrap();
+    provision(&pool, &request("team-a/acme", &schema, 16, 64))
+        .await
+        .unwrap();
 
     let err = provision(&pool, &request("team-b/acme", &schema, 16, 64))
         .await
@@ -280,7 +309,9 @@ async fn a_schema_claimed_by_another_tenant_is_refused() {
     assert!(err.to_string().contains("team-a/acme"), "{err}");
 
     // Nor may the other tenant's deletion drop it.
-    let err = deprovision(&pool, "team-b/acme", &schema).await.unwrap_err();
+    let err = deprovision(&pool, "team-b/acme", &schema)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SchemaClaimed { .. }), "{err:?}");
     assert!(schema_exists(&pool, &schema).await);
 
@@ -300,7 +331,10 @@ async fn an_unmanaged_schema_is_refused_with_the_way_to_adopt_it() {
         .unwrap_err();
     assert!(matches!(err, Error::SchemaNotManaged { .. }), "{err:?}");
     assert!(err.to_string().contains("COMMENT ON SCHEMA"), "{err}");
-    assert!(!role_exists(&pool, &role_name(&schema)).await, "nothing was created");
+    assert!(
+        !role_exists(&pool, &role_name(&schema)).await,
+        "nothing was created"
+    );
     sqlx::query(&format!("DROP SCHEMA \"{schema}\""))
         .execute(&pool)
         .await
@@ -310,8 +344,16 @@ async fn an_unmanaged_schema_is_refused_with_the_way_to_adopt_it() {
 #[tokio::test]
 async fn reserved_and_unsafe_schema_names_are_refused() {
     let pool = admin().await;
-    for bad in ["public", "pg_catalog", "information_schema", "Bad", "a;drop"] {
-        let err = provision(&pool, &request("ns/x", bad, 16, 64)).await.unwrap_err();
+    for bad in [
+        "public",
+        "pg_catalog",
+        "information_schema",
+        "Bad",
+        "a;drop",
+    ] {
+        let err = provision(&pool, &request("ns/x", bad, 16, 64))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidSchema(_)), "{bad}: {err:?}");
     }
 }

@@ -130,6 +130,23 @@ pub fn prepare(img: &RgbImage, long_side: usize) -> DetectorInput {
     }
 }
 
+/// `img` inside a border of `fraction` of its long side, filled with the image's mean
+/// colour; returns the new image and the border width in pixels.
+pub fn pad_image(img: &RgbImage, fraction: f32) -> (RgbImage, f32) {
+    let pad = (img.width().max(img.height()) as f32 * fraction).round() as u32;
+    let mut mean = [0u64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            mean[c] += u64::from(p[c]);
+        }
+    }
+    let n = u64::from(img.width()) * u64::from(img.height());
+    let fill = image::Rgb(mean.map(|m| (m / n.max(1)) as u8));
+    let mut out = RgbImage::from_pixel(img.width() + 2 * pad, img.height() + 2 * pad, fill);
+    image::imageops::replace(&mut out, img, i64::from(pad), i64::from(pad));
+    (out, pad as f32)
+}
+
 #[inline]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())

@@ -379,8 +379,39 @@ impl FaceEngine {
     }
 }
 
-/// Detection with NMS; sorted by descending box area.
+/// Detection with NMS; sorted by descending box area. When nothing is found, the image
+/// is searched once more inside a grey border of a quarter of its long side: a photo
+/// cropped tightly to the face (a passport-style crop) leaves the detector no context
+/// otherwise.
 fn detect_faces(
+    s: &mut Sessions,
+    img: &RgbImage,
+    model: detect::DetectionModel,
+) -> Result<Vec<Detection>, FaceError> {
+    let faces = detect_once(s, img, model)?;
+    if !faces.is_empty() {
+        return Ok(faces);
+    }
+    let (padded, pad) = detect::pad_image(img, 0.25);
+    let mut faces = detect_once(s, &padded, model)?;
+    let (iw, ih) = (img.width() as f32, img.height() as f32);
+    for f in &mut faces {
+        let x0 = (f.bbox.x - pad).clamp(0.0, iw);
+        let y0 = (f.bbox.y - pad).clamp(0.0, ih);
+        let x1 = (f.bbox.x + f.bbox.width - pad).clamp(0.0, iw);
+        let y1 = (f.bbox.y + f.bbox.height - pad).clamp(0.0, ih);
+        f.bbox = super::BoundingBox {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        };
+    }
+    faces.retain(|f| f.bbox.width >= 1.0 && f.bbox.height >= 1.0);
+    Ok(faces)
+}
+
+fn detect_once(
     s: &mut Sessions,
     img: &RgbImage,
     model: detect::DetectionModel,

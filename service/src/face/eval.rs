@@ -280,7 +280,7 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
         .filter_map(|(id, o)| o.embedding.as_ref().map(|e| (id, &o.file, e)))
         .collect();
     let mut imp = Vec::new();
-    let mut gen = Vec::new();
+    let mut same = Vec::new();
     for i in 0..embedded.len() {
         for j in i + 1..embedded.len() {
             let (ia, fa, ea) = embedded[i];
@@ -288,7 +288,7 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
             let d = ea.distance(eb);
             if ia == ib {
                 report.genuine_distances.push(d);
-                gen.push((d, fa.clone(), fb.clone()));
+                same.push((d, fa.clone(), fb.clone()));
             } else {
                 report.impostor_distances.push(d);
                 imp.push((d, fa.clone(), fb.clone()));
@@ -296,9 +296,9 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
         }
     }
     imp.sort_by(|a, b| a.0.total_cmp(&b.0));
-    gen.sort_by(|a, b| b.0.total_cmp(&a.0));
+    same.sort_by(|a, b| b.0.total_cmp(&a.0));
     report.closest_impostors = imp.into_iter().take(5).collect();
-    report.farthest_genuine = gen.into_iter().take(5).collect();
+    report.farthest_genuine = same.into_iter().take(5).collect();
 
     for p in list(&dir.join("noface"))? {
         report.noface.push(analyse(engine, &p, Purpose::Identify));

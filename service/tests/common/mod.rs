@@ -93,6 +93,12 @@ pub fn serve_args_with_url(schema: &str, database_url: &str, extra: &[&str]) -> 
         "--models-dir".into(),
         repo_root().join("models").display().to_string(),
     ];
+    // Tests register many users from one address: generous limits unless a test sets its own.
+    for (flag, value) in [("--rate-limit-register", "1000/hour"), ("--rate-limit-login", "1000/minute")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     Cli::try_parse_from(args).expect("test serve args").serve
 }
