@@ -35,6 +35,8 @@ pub const SCHEMA_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,55}$";
 
 /// A FaceID tenant: an isolated PostgreSQL schema, its secrets and a scaled Deployment
 /// of the face-authentication service configured for it.
+// Several printer columns share `type_ = "string"`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "faceid.dev",

@@ -329,7 +329,7 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
     let (schema_created, role_created) = claimed?;
     unlocked?;
 
-    let applied = migrate(pool, schema).await?;
+    let applied = faceid_migrations::apply(pool, schema).await?;
 
     lock(&mut conn, schema).await?;
     let indexed = grant_and_index(&mut conn, schema, &role, req.index).await;
@@ -358,22 +358,6 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
         index,
         index_rebuilt,
     })
-}
-
-/// `faceid_migrations::apply` on a blocking thread of its own: its future is not `Send`
-/// for every lifetime (it awaits `raw_sql(..).execute(conn)`), so it cannot be held
-/// across an await of a spawned task.
-async fn migrate(pool: &PgPool, schema: &str) -> Result<faceid_migrations::Applied> {
-    let pool = pool.clone();
-    let schema = schema.to_owned();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(faceid_migrations::apply(&pool, &schema)))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "migration task failed");
-            Error::Database(sqlx::Error::WorkerCrashed)
-        })?
-        .map_err(Error::from)
 }
 
 async fn grant_and_index(

@@ -3,6 +3,9 @@
 //! object it claims to be. Needs `HELM` (from `source .dev/env`; `scripts/platform.sh
 //! install` installs Helm).
 
+// Test code: a failed unwrap or panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

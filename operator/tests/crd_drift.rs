@@ -2,6 +2,9 @@
 //! and every schema/CEL rule behave as documented (checked with kube's client-side CEL
 //! evaluator on the generated schema).
 
+// Test code: a failed unwrap or panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use faceid_operator::crd::{FaceIdTenant, crd_yaml, validate};

@@ -2,6 +2,9 @@
 //! (`source .dev/env` sets `DATABASE_URL` to a role that may create schemas and roles).
 //! Every test uses schemas of its own, so the tests run in parallel.
 
+// Test code: a failed unwrap or panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use faceid_operator::database::{
     self, Error, IndexParams, ProvisionRequest, deprovision, generate_secret, provision,
     role_database_url, role_name,

@@ -3,6 +3,9 @@
 //! (method, path, field manager, body), and nothing else may be called. The database and
 //! the Event sink are in-memory fakes; the real database steps are `tests/database.rs`.
 
+// Test code: a failed unwrap or panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
