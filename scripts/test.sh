@@ -29,7 +29,8 @@ step() {
 }
 
 step "platform" scripts/platform.sh start || true
-if [[ " ${failed[*]-} " == *" platform "* ]]; then
+step "browser" scripts/platform.sh browser || true
+if [ ${#failed[@]} -gt 0 ]; then
   echo "the local platform did not start: nothing else can be tested" >&2
   echo "0 passed, 1 failed"
   exit 1
