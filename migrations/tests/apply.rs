@@ -1,5 +1,7 @@
 //! The migration runner against the real local PostgreSQL + pgvector.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
+
 use sqlx::PgPool;
 
 fn database_url() -> String {

@@ -42,7 +42,7 @@ use crate::crd::{
     SKIP_CLEANUP_ANNOTATION, validate,
 };
 use crate::database::{
-    self, Deprovisioned, IndexParams, ProvisionRequest, ProvisionedDatabase, generate_secret,
+    self, Deprovisioned, ProvisionRequest, ProvisionedDatabase, generate_secret,
     role_database_url, role_name,
 };
 use crate::metrics::{Metrics, Readiness};
@@ -709,15 +709,7 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
     let provisioned = match role_database_url(&admin_url, &role, &creds.database_password) {
         Err(e) => Err(e),
         Ok(url) => {
-            let req = ProvisionRequest {
-                tenant: key.clone(),
-                schema: schema.clone(),
-                role_password: creds.database_password.clone(),
-                index: IndexParams {
-                    m: tenant.spec.database.hnsw.m,
-                    ef_construction: tenant.spec.database.hnsw.ef_construction,
-                },
-            };
+            let req = ProvisionRequest::for_tenant(tenant, &creds.database_password);
             ctx.database
                 .provision(&admin_url, &req)
                 .await

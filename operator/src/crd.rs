@@ -211,11 +211,19 @@ pub struct RecognitionSpec {
     #[serde(default = "default_tolerance")]
     #[schemars(regex(pattern = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$"))]
     pub tolerance: String,
-    /// Face detector name (`FACE_DETECTION_MODEL`). Unset: the service's default.
+    /// Face detector (`FACE_DETECTION_MODEL`): the tiny face detector at an input size of
+    /// `tiny-224`, `tiny-320`, `tiny-416`, `tiny-512` or `tiny-608` (larger finds smaller
+    /// faces and costs more); the original's `hog` and `cnn` mean `tiny-416` and
+    /// `tiny-608`. Unset: the service's default (`tiny-416`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,31}$"))]
+    #[schemars(regex(pattern = r"^(tiny-(224|320|416|512|608)|hog|cnn)$"))]
     pub detection_model: Option<String>,
 }
+
+/// The detector names the service accepts in `FACE_DETECTION_MODEL`.
+pub const DETECTION_MODELS: &[&str] = &[
+    "tiny-224", "tiny-320", "tiny-416", "tiny-512", "tiny-608", "hog", "cnn",
+];
 
 fn default_tolerance() -> String {
     "0.6".to_owned()
@@ -615,15 +623,13 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         });
     }
     if let Some(model) = &spec.recognition.detection_model {
-        let ok = !model.is_empty()
-            && model.len() <= 32
-            && model
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
+        if !DETECTION_MODELS.contains(&model.as_str()) {
             out.push(Invalid {
                 field: "spec.recognition.detectionModel",
-                message: format!("{model:?} is not a model name (a-z, 0-9, _ and -)"),
+                message: format!(
+                    "{model:?} is not a detector the service knows: one of {}",
+                    DETECTION_MODELS.join(", ")
+                ),
             });
         }
     }

@@ -126,6 +126,22 @@ pub struct ProvisionRequest {
     pub index: IndexParams,
 }
 
+impl ProvisionRequest {
+    /// What the reconciler asks of the database for `tenant`: its schema, its claim key,
+    /// the role password from its credentials Secret and the HNSW parameters of its spec.
+    pub fn for_tenant(tenant: &crate::crd::FaceIdTenant, role_password: &str) -> Self {
+        Self {
+            tenant: crate::config::tenant_key(tenant),
+            schema: tenant.spec.database.schema.clone(),
+            role_password: role_password.to_owned(),
+            index: IndexParams {
+                m: tenant.spec.database.hnsw.m,
+                ef_construction: tenant.spec.database.hnsw.ef_construction,
+            },
+        }
+    }
+}
+
 impl std::fmt::Debug for ProvisionRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProvisionRequest")

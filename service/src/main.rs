@@ -26,6 +26,8 @@ enum Command {
         #[arg(long, env = "DATABASE_SCHEMA", default_value = "public")]
         database_schema: String,
     },
+    /// Print the OpenAPI document (JSON) of the HTTP API.
+    Openapi,
     #[command(flatten)]
     Face(FaceCommand),
 }
@@ -38,6 +40,13 @@ fn main() -> std::process::ExitCode {
             database_url,
             database_schema,
         } => runtime().and_then(|rt| rt.block_on(migrate(&database_url, &database_schema))),
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            faceid_service::http::openapi::ApiDoc::openapi()
+                .to_pretty_json()
+                .map(|doc| println!("{doc}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Face(cmd) => faceid_service::face::run(cmd),
     };
     match result {

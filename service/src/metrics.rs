@@ -59,7 +59,7 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        Ok(Self {
+        let metrics = Self {
             registration_attempts: counter("faceid_registration_attempts_total", "Registration attempts by outcome", &["status"])?,
             login_attempts: counter("faceid_login_attempts_total", "Login attempts by outcome and failure reason", &["status", "reason"])?,
             liveness_checks: counter("faceid_liveness_checks_total", "Liveness checks by result", &["result"])?,
@@ -72,7 +72,25 @@ impl Metrics {
             http_duration: histogram("faceid_http_request_duration_seconds", "HTTP request duration", &["method", "route"])?,
             dependency_errors: counter("faceid_dependency_errors_total", "Failures talking to PostgreSQL or Redis", &["dependency"])?,
             registry,
-        })
+        };
+        // Every series a dashboard expects exists from the start, at zero.
+        metrics.registration_attempts.with_label_values(&["success"]);
+        metrics.login_attempts.with_label_values(&["success", "none"]);
+        metrics.login_attempts.with_label_values(&["failure", "face_not_recognized"]);
+        for result in ["live", "spoof"] {
+            metrics.liveness_checks.with_label_values(&[result]);
+        }
+        metrics.face_match_latency.with_label_values(&["analyze"]);
+        for kind in ["one_to_one", "one_to_many"] {
+            metrics.vector_search_duration.with_label_values(&[kind]);
+        }
+        for endpoint in ["register", "login", "default"] {
+            metrics.rate_limit_hits.with_label_values(&[endpoint]);
+        }
+        for dependency in ["postgresql", "redis"] {
+            metrics.dependency_errors.with_label_values(&[dependency]);
+        }
+        Ok(metrics)
     }
 
     /// The text exposition of every metric.

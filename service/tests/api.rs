@@ -1,6 +1,8 @@
 //! The HTTP API against real PostgreSQL + pgvector, Redis and the real face engine,
 //! with real photos from `../shared/faces`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
+
 mod common;
 
 use axum::body::Body;

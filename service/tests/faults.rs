@@ -2,6 +2,8 @@
 //! service answers 503 (or its documented fallback), never 500, and recovers without a
 //! restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
+
 mod common;
 
 use std::net::SocketAddr;

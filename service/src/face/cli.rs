@@ -80,7 +80,9 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                         }),
                         Err(e) => error_line(&path, &e),
                     },
-                    Err(e) => json!({"image": path, "error": {"code": "io", "message": e.to_string()}}),
+                    Err(e) => {
+                        json!({"image": path, "error": {"code": "io", "message": e.to_string()}})
+                    }
                 };
                 println!("{line}");
             }
@@ -100,7 +102,9 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                         }),
                         Err(e) => error_line(&path, &e),
                     },
-                    Err(e) => json!({"image": path, "error": {"code": "io", "message": e.to_string()}}),
+                    Err(e) => {
+                        json!({"image": path, "error": {"code": "io", "message": e.to_string()}})
+                    }
                 };
                 println!("{line}");
             }

@@ -99,7 +99,11 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageError>
             orientation,
             O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
         );
-        let (w, h) = if swaps { (height, width) } else { (width, height) };
+        let (w, h) = if swaps {
+            (height, width)
+        } else {
+            (width, height)
+        };
         limits.check(w, h)?;
     }
     let mut img =
@@ -160,16 +164,16 @@ mod tests {
 
     fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
         let img = match color {
-            image::ColorType::L16 => DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(
-                width,
-                height,
-                |x, _| image::Luma([(x * 1000) as u16]),
-            )),
-            image::ColorType::Rgba8 => DynamicImage::ImageRgba8(image::ImageBuffer::from_fn(
-                width,
-                height,
-                |x, y| image::Rgba([x as u8, y as u8, 7, 0]),
-            )),
+            image::ColorType::L16 => {
+                DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(width, height, |x, _| {
+                    image::Luma([(x * 1000) as u16])
+                }))
+            }
+            image::ColorType::Rgba8 => {
+                DynamicImage::ImageRgba8(image::ImageBuffer::from_fn(width, height, |x, y| {
+                    image::Rgba([x as u8, y as u8, 7, 0])
+                }))
+            }
             _ => DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(width, height, |x, _| {
                 image::Luma([x as u8])
             })),
@@ -239,7 +243,9 @@ mod tests {
 
     #[test]
     fn jpeg_end_marker() {
-        assert!(jpeg_has_end_marker(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9]));
+        assert!(jpeg_has_end_marker(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9
+        ]));
         assert!(!jpeg_has_end_marker(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 3]));
         assert!(!jpeg_has_end_marker(&[0xFF, 0xD8, 0xFF, 0xD9]));
     }

@@ -29,6 +29,21 @@ pub struct AllFaces {
     pub timings: StageTimings,
 }
 
+/// One network's timing (see [`FaceEngine::time_networks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkTiming {
+    /// Network (and the image size its input is for).
+    pub name: String,
+    /// Input width x height.
+    pub input: String,
+    /// GFLOP per inference.
+    pub gflop: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Median run.
+    pub median_ms: f64,
+}
+
 /// One face of [`AllFaces`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaceEntry {
@@ -87,9 +102,7 @@ fn run(
     data: &[f32],
 ) -> Result<(Vec<i64>, Vec<f32>), FaceError> {
     let input = TensorRef::from_array_view((shape, data)).map_err(infer_err(stage))?;
-    let outputs = session
-        .run(ort::inputs![input])
-        .map_err(infer_err(stage))?;
+    let outputs = session.run(ort::inputs![input]).map_err(infer_err(stage))?;
     if outputs.len() == 0 {
         return Err(FaceError::Inference(format!("{stage}: no output")));
     }
@@ -150,7 +163,10 @@ impl FaceEngine {
             .map(|m| m.sha256[..8].to_string())
             .unwrap_or_default();
         let model_version = format!("{}+{recognition_sha}", models::RECOGNITION_SOURCE);
-        let model_hashes = verified.iter().map(|m| (m.file, m.sha256.clone())).collect();
+        let model_hashes = verified
+            .iter()
+            .map(|m| (m.file, m.sha256.clone()))
+            .collect();
         Ok(FaceEngine {
             inner: Arc::new(Inner {
                 admission: Arc::new(tokio::sync::Semaphore::new(config.pool_size)),
@@ -284,6 +300,62 @@ impl FaceEngine {
         &self.inner.model_hashes
     }
 
+    /// Times each network alone on a zero input (`runs` times after one warm-up). Used by
+    /// `faceid bench`.
+    pub fn time_networks(&self, runs: usize) -> Result<Vec<NetworkTiming>, FaceError> {
+        use super::bench::flops;
+        let mut slot = self.inner.pool.checkout();
+        let s: &mut Sessions = &mut slot;
+        let mut out = Vec::new();
+        let long = self.inner.config.detection_model.input_size();
+        let mut cases: Vec<(String, [usize; 4], f64)> = Vec::new();
+        for (w, h) in [(640.0f32, 480.0f32), (1280.0, 720.0)] {
+            let scale = long as f32 / w.max(h);
+            let iw = ((w * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
+            let ih = ((h * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
+            cases.push((
+                format!("detector (for {w}x{h})"),
+                [1, 3, ih, iw],
+                flops::DETECTOR_PER_PIXEL * (iw * ih) as f64,
+            ));
+        }
+        let ls = landmarks::INPUT_SIZE;
+        cases.push(("landmarks".into(), [1, 3, ls, ls], flops::LANDMARKS));
+        cases.push((
+            "recognition".into(),
+            [1, 3, CHIP_SIZE, CHIP_SIZE],
+            flops::RECOGNITION,
+        ));
+        let a = liveness::MODEL_INPUT;
+        cases.push(("anti-spoofing".into(), [1, 3, a, a], flops::ANTI_SPOOF));
+        for (name, shape, fl) in cases {
+            let data = vec![0.0f32; shape.iter().product()];
+            let session = match name.as_str() {
+                "landmarks" => &mut s.landmarks,
+                "recognition" => &mut s.recognition,
+                "anti-spoofing" => &mut s.anti_spoof,
+                _ => &mut s.detector,
+            };
+            run(session, &name, shape, &data)?;
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs.max(1) {
+                let t0 = Instant::now();
+                run(session, &name, shape, &data)?;
+                times.push(ms(t0));
+            }
+            times.sort_by(f64::total_cmp);
+            let med = times[times.len() / 2];
+            out.push(NetworkTiming {
+                name,
+                input: format!("{}x{}", shape[3], shape[2]),
+                gflop: fl / 1e9,
+                min_ms: times[0],
+                median_ms: med,
+            });
+        }
+        Ok(out)
+    }
+
     fn pipeline(
         &self,
         s: &mut Sessions,
@@ -380,9 +452,7 @@ impl FaceEngine {
 }
 
 /// Detection with NMS; sorted by descending box area. When nothing is found, the image
-/// is searched once more inside a grey border of a quarter of its long side: a photo
-/// cropped tightly to the face (a passport-style crop) leaves the detector no context
-/// otherwise.
+/// is searched again inside a border (see [`detect::RETRY_BORDERS`]).
 fn detect_faces(
     s: &mut Sessions,
     img: &RgbImage,
@@ -392,8 +462,16 @@ fn detect_faces(
     if !faces.is_empty() {
         return Ok(faces);
     }
-    let (padded, pad) = detect::pad_image(img, 0.25);
-    let mut faces = detect_once(s, &padded, model)?;
+    let mut faces = Vec::new();
+    let mut pad = 0.0;
+    for fraction in detect::RETRY_BORDERS {
+        let (padded, px) = detect::pad_image(img, fraction);
+        faces = detect_once(s, &padded, model)?;
+        pad = px;
+        if !faces.is_empty() {
+            break;
+        }
+    }
     let (iw, ih) = (img.width() as f32, img.height() as f32);
     for f in &mut faces {
         let x0 = (f.bbox.x - pad).clamp(0.0, iw);
@@ -425,7 +503,11 @@ fn detect_once(
     )?;
     let (gh, gw) = match shape.as_slice() {
         [_, _, h, w] => (*h as usize, *w as usize),
-        _ => return Err(FaceError::Inference("detector: unexpected output shape".into())),
+        _ => {
+            return Err(FaceError::Inference(
+                "detector: unexpected output shape".into(),
+            ));
+        }
     };
     let dets = detect::decode_grid(
         &grid,
@@ -473,13 +555,17 @@ fn align_face(
 ) -> Result<(Vec<[f32; 2]>, align::ChipDetails, Chip), FaceError> {
     let input = landmarks::prepare(img, &face.bbox).ok_or(FaceError::NoFace)?;
     let size = landmarks::INPUT_SIZE;
-    let (_, out) = run(&mut s.landmarks, "landmarks", [1, 3, size, size], &input.tensor)?;
+    let (_, out) = run(
+        &mut s.landmarks,
+        "landmarks",
+        [1, 3, size, size],
+        &input.tensor,
+    )?;
     if out.len() < 2 * landmarks::COUNT || out.iter().any(|v| !v.is_finite()) {
         return Err(FaceError::Inference("landmarks: bad output".into()));
     }
     let points = landmarks::postprocess(&out, &input);
-    let details =
-        align::chip_details(&points, CHIP_SIZE, CHIP_PADDING).ok_or(FaceError::NoFace)?;
+    let details = align::chip_details(&points, CHIP_SIZE, CHIP_PADDING).ok_or(FaceError::NoFace)?;
     let chip = align::extract_chip(img, &details);
     Ok((points, details, chip))
 }

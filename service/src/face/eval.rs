@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::liveness::{LivenessReport, RawFeatures};
-use super::{AnalyzeOptions, EngineArgs, Embedding, FaceEngine, Purpose};
+use super::{AnalyzeOptions, Embedding, EngineArgs, FaceEngine, Purpose};
 
 /// What happened to one image.
 #[derive(Debug, Clone)]
@@ -304,7 +304,9 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
         report.noface.push(analyse(engine, &p, Purpose::Identify));
     }
     for p in list(&dir.join("multiface"))? {
-        report.multiface_enroll.push(analyse(engine, &p, Purpose::Enroll));
+        report
+            .multiface_enroll
+            .push(analyse(engine, &p, Purpose::Enroll));
         report
             .multiface_identify
             .push(analyse(engine, &p, Purpose::Identify));
@@ -346,7 +348,10 @@ fn stats_row(name: &str, s: &Stats) -> String {
 }
 
 fn outcome_table(out: &mut String, title: &str, rows: &[Outcome]) {
-    let _ = writeln!(out, "\n**{title}**\n\n| file | outcome | faces |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "\n**{title}**\n\n| file | outcome | faces |\n|---|---|---|"
+    );
     for o in rows {
         let _ = writeln!(out, "| {} | {} | {} |", o.file, o.code, o.face_count);
     }
@@ -452,9 +457,8 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
     });
     let qs: Vec<_> = r.genuine.iter().filter_map(|(_, o)| o.quality).collect();
     if !qs.is_empty() {
-        let col = |f: fn(&super::QualityReport) -> f32| {
-            stats(&qs.iter().map(f).collect::<Vec<_>>())
-        };
+        let col =
+            |f: fn(&super::QualityReport) -> f32| stats(&qs.iter().map(f).collect::<Vec<_>>());
         let _ = writeln!(
             out,
             "\nQuality measurements on the analysed genuine photos:\n\n| measure | n | min | p5 | p50 | mean | p95 | max |\n|---|---|---|---|---|---|---|---|"
@@ -467,11 +471,7 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         out.push_str(&stats_row("pitch", &col(|q| q.pitch)));
         out.push_str(&stats_row("roll deg", &col(|q| q.roll_deg)));
     }
-    let times: Vec<f32> = r
-        .genuine
-        .iter()
-        .map(|(_, o)| o.total_ms as f32)
-        .collect();
+    let times: Vec<f32> = r.genuine.iter().map(|(_, o)| o.total_ms as f32).collect();
     let t = stats(&times);
     let _ = writeln!(
         out,
@@ -508,16 +508,8 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         "\n### Liveness (threshold {})\n\n| set | images | APCER (attacks accepted) | BPCER (live refused) |\n|---|---|---|---|",
         r.liveness_threshold
     );
-    let _ = writeln!(
-        out,
-        "| spoof/attack | {a_n} | {} | |",
-        pct(a_live, a_n)
-    );
-    let _ = writeln!(
-        out,
-        "| spoof/live | {l_n} | | {} |",
-        pct(l_n - l_live, l_n)
-    );
+    let _ = writeln!(out, "| spoof/attack | {a_n} | {} | |", pct(a_live, a_n));
+    let _ = writeln!(out, "| spoof/live | {l_n} | | {} |", pct(l_n - l_live, l_n));
     let _ = writeln!(
         out,
         "| genuine (analysed) | {g_n} | | {} |",
@@ -536,7 +528,11 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         out,
         "\nMean signal per set:\n\n| set | n | texture | frequency | color | brightness | model | fused |\n|---|---|---|---|---|---|---|---|"
     );
-    for (name, set) in [("attack", &attacks), ("spoof/live", &lives), ("genuine", &genuine)] {
+    for (name, set) in [
+        ("attack", &attacks),
+        ("spoof/live", &lives),
+        ("genuine", &genuine),
+    ] {
         let ls: Vec<LivenessReport> = set.iter().filter_map(|o| o.liveness).collect();
         if ls.is_empty() {
             continue;
@@ -567,7 +563,11 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         })
         .collect();
     if !refused.is_empty() {
-        let _ = writeln!(out, "\nGenuine photos refused by liveness: {}.", refused.join(", "));
+        let _ = writeln!(
+            out,
+            "\nGenuine photos refused by liveness: {}.",
+            refused.join(", ")
+        );
     }
     out
 }

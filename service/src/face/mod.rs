@@ -56,7 +56,7 @@ pub use cli::{FaceCommand, run};
 pub use decode::ImageLimits;
 pub use detect::DetectionModel;
 pub use embed::Embedding;
-pub use engine::{AllFaces, FaceEngine, FaceEntry};
+pub use engine::{AllFaces, FaceEngine, FaceEntry, NetworkTiming};
 pub use liveness::{LivenessReport, LivenessSignals};
 pub use quality::{QualityIssue, QualityReport};
 
@@ -65,7 +65,12 @@ pub use quality::{QualityIssue, QualityReport};
 pub struct EngineArgs {
     /// Directory holding the ONNX models; each is checked against the SHA-256 sums
     /// compiled into this binary.
-    #[arg(long, env = "MODELS_DIR", value_name = "MODELS_DIR", default_value = "models")]
+    #[arg(
+        long,
+        env = "MODELS_DIR",
+        value_name = "MODELS_DIR",
+        default_value = "models"
+    )]
     pub models_dir: PathBuf,
 
     /// ONNX Runtime shared library (libonnxruntime.so). Unset: the `ORT_DYLIB_PATH`
@@ -88,8 +93,12 @@ pub struct EngineArgs {
     /// 416, 512 or 608 pixels. Larger finds smaller faces and costs more (about
     /// proportional to the pixel count). `hog` (the original default) is accepted as
     /// `tiny-416` and `cnn` as `tiny-608`.
-    #[arg(long, env = "FACE_DETECTION_MODEL", value_name = "FACE_DETECTION_MODEL",
-          default_value = "tiny-416")]
+    #[arg(
+        long,
+        env = "FACE_DETECTION_MODEL",
+        value_name = "FACE_DETECTION_MODEL",
+        default_value = "tiny-416"
+    )]
     pub face_detection_model: DetectionModel,
 
     /// Largest Euclidean distance between two embeddings of the same person (0 < t <= 2).
@@ -121,7 +130,10 @@ pub struct EngineArgs {
 }
 
 fn parse_tolerance(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
     if v.is_finite() && v > 0.0 && v <= 2.0 {
         Ok(v)
     } else {
@@ -130,7 +142,10 @@ fn parse_tolerance(s: &str) -> Result<f32, String> {
 }
 
 fn parse_unit_interval(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&v) {
         Ok(v)
     } else {
@@ -445,8 +460,11 @@ mod tests {
 
         let err = Cli::try_parse_from(["x", "--liveness-threshold", "1.5"]).unwrap_err();
         assert!(err.to_string().contains("LIVENESS_THRESHOLD"), "{err}");
-        let err = Cli::try_parse_from(["x", "--face-recognition-tolerance", "-1"]).unwrap_err();
-        assert!(err.to_string().contains("FACE_RECOGNITION_TOLERANCE"), "{err}");
+        let err = Cli::try_parse_from(["x", "--face-recognition-tolerance=-1"]).unwrap_err();
+        assert!(
+            err.to_string().contains("FACE_RECOGNITION_TOLERANCE"),
+            "{err}"
+        );
         let err = Cli::try_parse_from(["x", "--face-pool-size", "0"]).unwrap_err();
         assert!(err.to_string().contains("FACE_POOL_SIZE"), "{err}");
         let err = Cli::try_parse_from(["x", "--face-detection-model", "ssd"]).unwrap_err();

@@ -37,10 +37,7 @@ impl<T> Pool<T> {
                     item: Some(item),
                 };
             }
-            free = self
-                .returned
-                .wait(free)
-                .unwrap_or_else(|e| e.into_inner());
+            free = self.returned.wait(free).unwrap_or_else(|e| e.into_inner());
         }
     }
 

@@ -30,7 +30,7 @@ return {hits, ttl}
 #[derive(Debug)]
 pub enum RateLimiter {
     /// Shared counters in Redis.
-    Redis(RedisLimiter),
+    Redis(Box<RedisLimiter>),
     /// Counters in this process.
     Local(LocalLimiter),
 }

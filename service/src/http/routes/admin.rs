@@ -20,6 +20,7 @@ fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
 
 /// Query of `failed-attempts`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FailedAttemptsQuery {
     /// Look back this many hours (1-720, default 24).
     pub hours: Option<i64>,
@@ -79,6 +80,7 @@ pub async fn failed_attempts(
 
 /// Query of `suspicious-activity`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SuspiciousQuery {
     /// Least failures from one IP to report (1-10000, default 5).
     pub threshold: Option<i64>,
