@@ -74,7 +74,8 @@ port=18080
 for t in acme globex; do
   svc=$("$KUBECTL" get -n "$NS" faceidtenant "$t" -o jsonpath='{.status.endpoint}')
   echo "$t endpoint: $svc"
-  "$KUBECTL" port-forward -n "$NS" "svc/${svc%%.*}" "$port:8000" >/dev/null 2>&1 &
+  name=${svc#http://}; name=${name%%.*}
+  "$KUBECTL" port-forward -n "$NS" "svc/$name" "$port:80" >/dev/null 2>&1 &
   pf=$!
   for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.2; done
   code=$(curl -s -o /tmp/faceid-e2e-reg.json -w '%{http_code}' -F username="user_$t" -F email="user_$t@example.com" \

@@ -41,14 +41,19 @@ pub fn faceid_binary() -> Result<PathBuf> {
         .context("test executable has no target directory")?;
     let bin = profile_dir.join("faceid");
     if !bin.exists() {
-        bail!("{} not found: build it first (`cargo build -p faceid-service --bin faceid`; `cargo test --workspace` does)", bin.display());
+        bail!(
+            "{} not found: build it first (`cargo build -p faceid-service --bin faceid`; `cargo test --workspace` does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
 
 /// A free loopback port.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A `faceid serve` process, killed when dropped.
@@ -63,8 +68,13 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `faceid serve` with exactly `env` (plus `PATH`), listening on `port`, and
     /// waits until `/ready` answers 200.
-    pub async fn start(env: &BTreeMap<String, String>, port: u16, log_name: &str) -> Result<ServiceProcess> {
-        let log = std::env::temp_dir().join(format!("faceid-e2e-{log_name}-{}.log", std::process::id()));
+    pub async fn start(
+        env: &BTreeMap<String, String>,
+        port: u16,
+        log_name: &str,
+    ) -> Result<ServiceProcess> {
+        let log =
+            std::env::temp_dir().join(format!("faceid-e2e-{log_name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(faceid_binary()?);
         cmd.arg("serve")
@@ -91,7 +101,10 @@ impl ServiceProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("faceid exited with {status} before it was ready:\n{}", self.log_tail());
+                bail!(
+                    "faceid exited with {status} before it was ready:\n{}",
+                    self.log_tail()
+                );
             }
             if let Ok(r) = client.get(format!("{}/ready", self.url)).send().await
                 && r.status().is_success()
@@ -128,15 +141,25 @@ impl Drop for ServiceProcess {
 /// Writes a YUV4MPEG2 video of `frames` identical frames of `photo`, letterboxed into
 /// `width`x`height`, for Chromium's `--use-file-for-fake-video-capture`.
 pub fn write_y4m(photo: &Path, out: &Path, width: u32, height: u32, frames: usize) -> Result<()> {
-    let img = image::open(photo).with_context(|| format!("decoding {}", photo.display()))?.to_rgb8();
-    let scale = f64::min(f64::from(width) / f64::from(img.width()), f64::from(height) / f64::from(img.height()));
+    let img = image::open(photo)
+        .with_context(|| format!("decoding {}", photo.display()))?
+        .to_rgb8();
+    let scale = f64::min(
+        f64::from(width) / f64::from(img.width()),
+        f64::from(height) / f64::from(img.height()),
+    );
     let (w, h) = (
         ((f64::from(img.width()) * scale) as u32).max(1),
         ((f64::from(img.height()) * scale) as u32).max(1),
     );
     let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
     let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([128, 128, 128]));
-    image::imageops::overlay(&mut canvas, &resized, i64::from((width - w) / 2), i64::from((height - h) / 2));
+    image::imageops::overlay(
+        &mut canvas,
+        &resized,
+        i64::from((width - w) / 2),
+        i64::from((height - h) / 2),
+    );
 
     let (wu, hu) = (width as usize, height as usize);
     let mut y = vec![0u8; wu * hu];
@@ -145,15 +168,21 @@ pub fn write_y4m(photo: &Path, out: &Path, width: u32, height: u32, frames: usiz
     for (x, yy, p) in canvas.enumerate_pixels() {
         let [r, g, b] = p.0.map(f64::from);
         let (xi, yi) = (x as usize, yy as usize);
-        y[yi * wu + xi] = (0.299 * r + 0.587 * g + 0.114 * b).round().clamp(0.0, 255.0) as u8;
+        y[yi * wu + xi] = (0.299 * r + 0.587 * g + 0.114 * b)
+            .round()
+            .clamp(0.0, 255.0) as u8;
         if xi % 2 == 0 && yi % 2 == 0 {
             let i = (yi / 2) * (wu / 2) + xi / 2;
-            u[i] = (128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b).round().clamp(0.0, 255.0) as u8;
-            v[i] = (128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b).round().clamp(0.0, 255.0) as u8;
+            u[i] = (128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            v[i] = (128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8;
         }
     }
     let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
-    write!(f, "YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n")?;
+    writeln!(f, "YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg")?;
     for _ in 0..frames {
         f.write_all(b"FRAME\n")?;
         f.write_all(&y)?;

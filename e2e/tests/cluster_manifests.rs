@@ -36,11 +36,18 @@ fn suite_stores_are_well_formed_and_pinned() {
     for doc in docs {
         match doc["kind"].as_str().unwrap() {
             "Deployment" => {
-                let d: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_value(doc).unwrap();
+                let d: k8s_openapi::api::apps::v1::Deployment =
+                    serde_yaml::from_value(doc).unwrap();
                 for c in d.spec.unwrap().template.spec.unwrap().containers {
                     let image = c.image.unwrap();
-                    assert!(image.contains(':') && !image.ends_with(":latest"), "{image} is not pinned");
-                    assert!(c.readiness_probe.is_some(), "{image} has no readiness probe");
+                    assert!(
+                        image.contains(':') && !image.ends_with(":latest"),
+                        "{image} is not pinned"
+                    );
+                    assert!(
+                        c.readiness_probe.is_some(),
+                        "{image} has no readiness probe"
+                    );
                     images.push(image);
                 }
             }
@@ -53,7 +60,10 @@ fn suite_stores_are_well_formed_and_pinned() {
             other => panic!("unexpected kind {other}"),
         }
     }
-    assert!(images.iter().any(|i| i.starts_with("pgvector/pgvector:")), "{images:?}");
+    assert!(
+        images.iter().any(|i| i.starts_with("pgvector/pgvector:")),
+        "{images:?}"
+    );
     assert!(images.iter().any(|i| i.starts_with("redis:")), "{images:?}");
 }
 
@@ -63,10 +73,20 @@ fn dockerfiles_build_what_the_suite_expects() {
     assert!(service.contains("--bin faceid"));
     assert!(service.contains("COPY models/*.onnx /models/"));
     assert!(service.contains("ORT_DYLIB_PATH=") && service.contains("onnxruntime==1.31.1"));
-    assert!(service.lines().any(|l| l.starts_with("USER ") && !l.contains("root")), "service image must not run as root");
+    assert!(
+        service
+            .lines()
+            .any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "service image must not run as root"
+    );
     let operator = std::fs::read_to_string(repo_root().join("operator/Dockerfile")).unwrap();
     assert!(operator.contains("-p faceid-operator"));
-    assert!(operator.lines().any(|l| l.starts_with("USER ") && !l.contains("root")), "operator image must not run as root");
+    assert!(
+        operator
+            .lines()
+            .any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "operator image must not run as root"
+    );
     let script = std::fs::read_to_string(repo_root().join("e2e/cluster.sh")).unwrap();
     assert!(script.contains("service/Dockerfile") && script.contains("operator/Dockerfile"));
 }
@@ -77,13 +97,33 @@ fn chart_renders_with_the_suite_images() {
     let out = Command::new(helm)
         .args(["template", "faceid-operator"])
         .arg(repo_root().join("charts/faceid-operator"))
-        .args(["--namespace", "faceid-system", "--set", "image.repository=faceid-operator", "--set", "image.tag=dev", "--set", "defaultTenantImage=faceid:dev"])
+        .args([
+            "--namespace",
+            "faceid-system",
+            "--set",
+            "image.repository=faceid-operator",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "defaultTenantImage=faceid:dev",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rendered = String::from_utf8(out.stdout).unwrap();
-    assert!(rendered.contains("image: \"faceid-operator:dev\"") || rendered.contains("image: faceid-operator:dev"), "operator image not rendered");
-    assert!(rendered.contains("faceid:dev"), "tenant image not passed to the operator");
+    assert!(
+        rendered.contains("image: \"faceid-operator:dev\"")
+            || rendered.contains("image: faceid-operator:dev"),
+        "operator image not rendered"
+    );
+    assert!(
+        rendered.contains("faceid:dev"),
+        "tenant image not passed to the operator"
+    );
 }
 
 #[test]
@@ -95,6 +135,10 @@ fn without_a_cluster_the_suite_says_it_is_skipped() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("SKIPPED"), "{stdout}");
 }

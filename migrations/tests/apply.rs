@@ -23,11 +23,13 @@ async fn pool() -> PgPool {
 }
 
 async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
-        .bind(schema)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -40,7 +42,13 @@ async fn applies_once_and_is_idempotent() {
     assert!(second.newly_applied.is_empty());
     assert_eq!(
         tables(&pool, &s).await,
-        ["face_embeddings", "failed_login_attempts", "refresh_tokens", "schema_migrations", "users"]
+        [
+            "face_embeddings",
+            "failed_login_attempts",
+            "refresh_tokens",
+            "schema_migrations",
+            "users"
+        ]
     );
     // The HNSW index exists with L2 distance.
     let def: String = sqlx::query_scalar(
@@ -50,11 +58,17 @@ async fn applies_once_and_is_idempotent() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(def.contains("hnsw") && def.contains("vector_l2_ops"), "{def}");
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", faceid_migrations::quote_ident(&s)))
-        .execute(&pool)
-        .await
-        .unwrap();
+    assert!(
+        def.contains("hnsw") && def.contains("vector_l2_ops"),
+        "{def}"
+    );
+    sqlx::query(&format!(
+        "DROP SCHEMA {} CASCADE",
+        faceid_migrations::quote_ident(&s)
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -63,7 +77,10 @@ async fn concurrent_runners_apply_each_migration_once() {
     let s = schema("mig_race");
     let runs = futures_join(&pool, &s).await;
     let applied: usize = runs.iter().map(|a| a.newly_applied.len()).sum();
-    assert_eq!(applied, 1, "exactly one runner applied migration 1: {runs:?}");
+    assert_eq!(
+        applied, 1,
+        "exactly one runner applied migration 1: {runs:?}"
+    );
 }
 
 async fn futures_join(pool: &PgPool, s: &str) -> Vec<faceid_migrations::Applied> {
@@ -71,7 +88,9 @@ async fn futures_join(pool: &PgPool, s: &str) -> Vec<faceid_migrations::Applied>
     for _ in 0..4 {
         let pool = pool.clone();
         let s = s.to_owned();
-        handles.push(tokio::spawn(async move { faceid_migrations::apply(&pool, &s).await.unwrap() }));
+        handles.push(tokio::spawn(async move {
+            faceid_migrations::apply(&pool, &s).await.unwrap()
+        }));
     }
     let mut out = Vec::new();
     for h in handles {
@@ -85,12 +104,18 @@ async fn an_edited_migration_is_refused() {
     let pool = pool().await;
     let s = schema("mig_edit");
     faceid_migrations::apply(&pool, &s).await.unwrap();
-    sqlx::query(&format!("UPDATE {}.schema_migrations SET checksum = '\\x00' WHERE version = 1", faceid_migrations::quote_ident(&s)))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE {}.schema_migrations SET checksum = '\\x00' WHERE version = 1",
+        faceid_migrations::quote_ident(&s)
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
     let err = faceid_migrations::apply(&pool, &s).await.unwrap_err();
-    assert!(matches!(err, faceid_migrations::Error::Modified { version: 1, .. }), "{err}");
+    assert!(
+        matches!(err, faceid_migrations::Error::Modified { version: 1, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -110,10 +135,13 @@ async fn schemas_are_separate() {
     let count = |s: String| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {}.users", faceid_migrations::quote_ident(&s)))
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT count(*) FROM {}.users",
+                faceid_migrations::quote_ident(&s)
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(count(a).await, 1);
@@ -123,6 +151,11 @@ async fn schemas_are_separate() {
 #[tokio::test]
 async fn invalid_schema_names_never_reach_sql() {
     let pool = pool().await;
-    let err = faceid_migrations::apply(&pool, "x; DROP TABLE y").await.unwrap_err();
-    assert!(matches!(err, faceid_migrations::Error::InvalidSchemaName(_)));
+    let err = faceid_migrations::apply(&pool, "x; DROP TABLE y")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        faceid_migrations::Error::InvalidSchemaName(_)
+    ));
 }

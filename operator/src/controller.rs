@@ -42,8 +42,8 @@ use crate::crd::{
     SKIP_CLEANUP_ANNOTATION, validate,
 };
 use crate::database::{
-    self, Deprovisioned, ProvisionRequest, ProvisionedDatabase, generate_secret,
-    role_database_url, role_name,
+    self, Deprovisioned, ProvisionRequest, ProvisionedDatabase, generate_secret, role_database_url,
+    role_name,
 };
 use crate::metrics::{Metrics, Readiness};
 use crate::resources::{self, Inputs, is_controlled_by, keys, secret_value};

@@ -622,16 +622,16 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             ),
         });
     }
-    if let Some(model) = &spec.recognition.detection_model {
-        if !DETECTION_MODELS.contains(&model.as_str()) {
-            out.push(Invalid {
-                field: "spec.recognition.detectionModel",
-                message: format!(
-                    "{model:?} is not a detector the service knows: one of {}",
-                    DETECTION_MODELS.join(", ")
-                ),
-            });
-        }
+    if let Some(model) = &spec.recognition.detection_model
+        && !DETECTION_MODELS.contains(&model.as_str())
+    {
+        out.push(Invalid {
+            field: "spec.recognition.detectionModel",
+            message: format!(
+                "{model:?} is not a detector the service knows: one of {}",
+                DETECTION_MODELS.join(", ")
+            ),
+        });
     }
     if !is_unit_decimal(&spec.liveness.threshold) {
         out.push(Invalid {

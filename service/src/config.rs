@@ -243,15 +243,11 @@ mod tests {
     }
 
     fn parse(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
-        let mut args = vec![
-            "faceid",
-            "--database-url",
-            "postgres://x@localhost/db",
-            "--secret-key",
-            "0123456789abcdef0123456789abcdef",
-            "--admin-api-key",
-            "0123456789abcdef",
-        ];
+        let mut args = vec!["faceid", "--database-url", "postgres://x@localhost/db"];
+        if !extra.contains(&"--secret-key") {
+            args.extend(["--secret-key", "0123456789abcdef0123456789abcdef"]);
+        }
+        args.extend(["--admin-api-key", "0123456789abcdef"]);
         args.extend_from_slice(extra);
         Cli::try_parse_from(args).map(|c| c.serve)
     }
@@ -274,7 +270,10 @@ mod tests {
     #[test]
     fn short_secret_key_is_refused_with_the_variable_named() {
         let err = parse(&["--secret-key", "short"]).err().unwrap().to_string();
-        assert!(err.contains("SECRET_KEY") || err.contains("secret-key"), "{err}");
+        assert!(
+            err.contains("SECRET_KEY") || err.contains("secret-key"),
+            "{err}"
+        );
         assert!(err.contains("32 bytes"), "{err}");
     }
 

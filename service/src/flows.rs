@@ -14,7 +14,7 @@ use crate::config::RedisFailurePolicy;
 use crate::domain::lockout;
 use crate::domain::matching::{self, MatchOutcome};
 use crate::domain::tokens::{hash_refresh_token, new_refresh_token};
-use crate::face::{AnalyzeOptions, Analysis, FaceError, LivenessReport, Purpose};
+use crate::face::{Analysis, AnalyzeOptions, FaceError, LivenessReport, Purpose};
 use crate::http::error::{ApiError, ApiResult, seconds_until};
 use crate::http::extract::Client;
 use crate::state::AppState;
@@ -145,7 +145,11 @@ pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiR
     match state.limiter().hit(endpoint, &client.ip, spec).await {
         Ok(decision) if decision.allowed => Ok(()),
         Ok(decision) => {
-            state.metrics().rate_limit_hits.with_label_values(&[endpoint]).inc();
+            state
+                .metrics()
+                .rate_limit_hits
+                .with_label_values(&[endpoint])
+                .inc();
             tracing::warn!(event = "rate_limited", endpoint, client_ip = %client.ip, "rate limit exceeded");
             if limit == Limit::Login {
                 let attempt = NewAttempt {
@@ -157,14 +161,22 @@ pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiR
                     liveness: None,
                 };
                 record_failure(state, &attempt).await;
-                state.metrics().login_attempts.with_label_values(&["failure", "rate_limit"]).inc();
+                state
+                    .metrics()
+                    .login_attempts
+                    .with_label_values(&["failure", "rate_limit"])
+                    .inc();
             }
             Err(ApiError::RateLimited {
                 retry_after: decision.retry_after_secs(),
             })
         }
         Err(LimiterUnavailable(detail)) => {
-            state.metrics().dependency_errors.with_label_values(&["redis"]).inc();
+            state
+                .metrics()
+                .dependency_errors
+                .with_label_values(&["redis"])
+                .inc();
             let closed = match config.rate_limit_redis_failure {
                 RedisFailurePolicy::Closed => true,
                 RedisFailurePolicy::ClosedForAuth => limit != Limit::Default,
@@ -197,7 +209,11 @@ async fn analyze(state: &AppState, image: Bytes, purpose: Purpose) -> Result<Ana
         && let Some(live) = &analysis.liveness
     {
         let label = if live.is_live { "live" } else { "spoof" };
-        state.metrics().liveness_checks.with_label_values(&[label]).inc();
+        state
+            .metrics()
+            .liveness_checks
+            .with_label_values(&[label])
+            .inc();
     }
     result
 }
@@ -226,8 +242,15 @@ async fn issue_tokens(state: &AppState, user: Uuid, now: DateTime<Utc>) -> ApiRe
         .issue_access(user, now)
         .map_err(|e| ApiError::Internal(format!("token signing: {e}")))?;
     let refresh_token = new_refresh_token();
-    let expires = now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
-    tokens::issue(state.db(), &hash_refresh_token(&refresh_token), user, expires).await?;
+    let expires =
+        now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
+    tokens::issue(
+        state.db(),
+        &hash_refresh_token(&refresh_token),
+        user,
+        expires,
+    )
+    .await?;
     Ok(TokenPair {
         access_token,
         refresh_token,
@@ -247,7 +270,11 @@ async fn record_failure(state: &AppState, attempt: &NewAttempt) -> bool {
             locked
         }
         Err(e) => {
-            state.metrics().dependency_errors.with_label_values(&["postgresql"]).inc();
+            state
+                .metrics()
+                .dependency_errors
+                .with_label_values(&["postgresql"])
+                .inc();
             tracing::error!(event = "attempt_not_recorded", error = %e, "failed to record a failed attempt");
             false
         }
@@ -265,18 +292,29 @@ fn face_failure_reason(e: &FaceError) -> FailureReason {
 
 /// Registers a user from a photo: the original's flow (exists → liveness → face →
 /// quality → embed → store → tokens).
-pub async fn register(state: &AppState, client: &Client, input: Registration<'_>) -> ApiResult<Registered> {
+pub async fn register(
+    state: &AppState,
+    client: &Client,
+    input: Registration<'_>,
+) -> ApiResult<Registered> {
     let metrics = state.metrics();
     let result = register_inner(state, client, input).await;
     let status = match &result {
         Ok(_) => "success",
         Err(e) => e.status_and_code().1,
     };
-    metrics.registration_attempts.with_label_values(&[status]).inc();
+    metrics
+        .registration_attempts
+        .with_label_values(&[status])
+        .inc();
     result
 }
 
-async fn register_inner(state: &AppState, client: &Client, input: Registration<'_>) -> ApiResult<Registered> {
+async fn register_inner(
+    state: &AppState,
+    client: &Client,
+    input: Registration<'_>,
+) -> ApiResult<Registered> {
     // Cheap check first, so a taken name costs no inference; the unique index decides
     // races later.
     if let Some(field) = users::taken_field(state.db(), input.username, input.email).await? {
@@ -319,17 +357,31 @@ async fn register_inner(state: &AppState, client: &Client, input: Registration<'
 }
 
 /// Logs in by face: 1:N identification, or 1:1 verification when `username` is given.
-pub async fn login(state: &AppState, client: &Client, username: Option<&str>, image: Bytes) -> ApiResult<LoggedIn> {
+pub async fn login(
+    state: &AppState,
+    client: &Client,
+    username: Option<&str>,
+    image: Bytes,
+) -> ApiResult<LoggedIn> {
     let result = login_inner(state, client, username, image).await;
     let (status, reason) = match &result {
         Ok(_) => ("success", "none"),
         Err(e) => ("failure", e.status_and_code().1),
     };
-    state.metrics().login_attempts.with_label_values(&[status, reason]).inc();
+    state
+        .metrics()
+        .login_attempts
+        .with_label_values(&[status, reason])
+        .inc();
     result
 }
 
-async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, image: Bytes) -> ApiResult<LoggedIn> {
+async fn login_inner(
+    state: &AppState,
+    client: &Client,
+    username: Option<&str>,
+    image: Bytes,
+) -> ApiResult<LoggedIn> {
     let failure = |user_id, reason, confidence: Option<f32>, liveness: Option<f32>| NewAttempt {
         user_id,
         ip: client.ip.clone(),
@@ -360,7 +412,12 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
     // Find who the face belongs to.
     let search_started = Instant::now();
     let (user, outcome) = match &claimed {
-        Some(None) => (None, MatchOutcome::NoMatch { best_distance: None }),
+        Some(None) => (
+            None,
+            MatchOutcome::NoMatch {
+                best_distance: None,
+            },
+        ),
         Some(Some(user)) => {
             let d = users::distance_to_user(state.db(), user.id, embedding).await?;
             let outcome = match d {
@@ -374,8 +431,18 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
             (Some(user.clone()), outcome)
         }
         None => {
-            let candidates = users::nearest(state.db(), embedding, SEARCH_CANDIDATES, state.config().hnsw_ef_search).await?;
-            let outcome = matching::decide(&candidates, tolerance, state.config().match_ambiguity_margin);
+            let candidates = users::nearest(
+                state.db(),
+                embedding,
+                SEARCH_CANDIDATES,
+                state.config().hnsw_ef_search,
+            )
+            .await?;
+            let outcome = matching::decide(
+                &candidates,
+                tolerance,
+                state.config().match_ambiguity_margin,
+            );
             let user = match outcome {
                 MatchOutcome::Matched { user_id, .. } => users::by_id(state.db(), user_id).await?,
                 _ => None,
@@ -383,7 +450,11 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
             (user, outcome)
         }
     };
-    let kind = if claimed.is_some() { "one_to_one" } else { "one_to_many" };
+    let kind = if claimed.is_some() {
+        "one_to_one"
+    } else {
+        "one_to_many"
+    };
     state
         .metrics()
         .vector_search_duration
@@ -397,7 +468,16 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
     // A spoof is refused whoever it resembles; the resembled account counts the failure.
     if is_spoof(analysis.liveness.as_ref()) {
         let target = matched_confidence.and(user.as_ref().map(|u| u.id));
-        record_failure(state, &failure(target, FailureReason::LivenessFailed, matched_confidence, liveness)).await;
+        record_failure(
+            state,
+            &failure(
+                target,
+                FailureReason::LivenessFailed,
+                matched_confidence,
+                liveness,
+            ),
+        )
+        .await;
         tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
         return Err(ApiError::LivenessFailed);
     }
@@ -406,15 +486,26 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
         MatchOutcome::NoMatch { best_distance } => {
             let target = user.as_ref().map(|u| u.id);
             let confidence = best_distance.map(matching::confidence_score);
-            let locked = record_failure(state, &failure(target, FailureReason::NoMatch, confidence, liveness)).await;
+            let locked = record_failure(
+                state,
+                &failure(target, FailureReason::NoMatch, confidence, liveness),
+            )
+            .await;
             if locked {
-                tracing::warn!(event = "account_locked", "account locked by a failed 1:1 login");
+                tracing::warn!(
+                    event = "account_locked",
+                    "account locked by a failed 1:1 login"
+                );
             }
             Err(ApiError::NotRecognized)
         }
         MatchOutcome::Ambiguous { best_distance, .. } => {
             let confidence = Some(matching::confidence_score(best_distance));
-            record_failure(state, &failure(None, FailureReason::AmbiguousMatch, confidence, liveness)).await;
+            record_failure(
+                state,
+                &failure(None, FailureReason::AmbiguousMatch, confidence, liveness),
+            )
+            .await;
             Err(ApiError::AmbiguousMatch)
         }
         MatchOutcome::Matched { confidence, .. } => {
@@ -423,11 +514,29 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
                 return Err(ApiError::NotRecognized);
             };
             if !user.is_active {
-                record_failure(state, &failure(Some(user.id), FailureReason::Inactive, Some(confidence), liveness)).await;
+                record_failure(
+                    state,
+                    &failure(
+                        Some(user.id),
+                        FailureReason::Inactive,
+                        Some(confidence),
+                        liveness,
+                    ),
+                )
+                .await;
                 return Err(ApiError::Inactive);
             }
             if lockout::is_locked(user.is_locked, user.locked_until, now) {
-                record_failure(state, &failure(Some(user.id), FailureReason::Locked, Some(confidence), liveness)).await;
+                record_failure(
+                    state,
+                    &failure(
+                        Some(user.id),
+                        FailureReason::Locked,
+                        Some(confidence),
+                        liveness,
+                    ),
+                )
+                .await;
                 return Err(ApiError::Locked {
                     retry_after: user.locked_until.map(|u| seconds_until(u, now)),
                 });
@@ -448,10 +557,21 @@ async fn login_inner(state: &AppState, client: &Client, username: Option<&str>, 
 pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
     let now = Utc::now();
     let successor = new_refresh_token();
-    let expires = now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
-    match tokens::rotate(state.db(), &hash_refresh_token(refresh_token), &hash_refresh_token(&successor), now, expires).await? {
+    let expires =
+        now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
+    match tokens::rotate(
+        state.db(),
+        &hash_refresh_token(refresh_token),
+        &hash_refresh_token(&successor),
+        now,
+        expires,
+    )
+    .await?
+    {
         tokens::Redeemed::Rotated { user_id } => {
-            let user = users::by_id(state.db(), user_id).await?.ok_or(ApiError::InvalidRefreshToken)?;
+            let user = users::by_id(state.db(), user_id)
+                .await?
+                .ok_or(ApiError::InvalidRefreshToken)?;
             if !user.is_active {
                 return Err(ApiError::Inactive);
             }
@@ -472,7 +592,10 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
             })
         }
         tokens::Redeemed::Reused => {
-            tracing::warn!(event = "refresh_token_reused", "spent refresh token presented again; family revoked");
+            tracing::warn!(
+                event = "refresh_token_reused",
+                "spent refresh token presented again; family revoked"
+            );
             Err(ApiError::InvalidRefreshToken)
         }
         tokens::Redeemed::Invalid => Err(ApiError::InvalidRefreshToken),
@@ -482,7 +605,9 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
 /// Revokes a refresh token (and its family). Unknown tokens are accepted silently, as
 /// RFC 7009 recommends, so the endpoint reveals nothing.
 pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
-    if let Some(user) = tokens::revoke(state.db(), &hash_refresh_token(refresh_token), Utc::now()).await? {
+    if let Some(user) =
+        tokens::revoke(state.db(), &hash_refresh_token(refresh_token), Utc::now()).await?
+    {
         tracing::info!(event = "logged_out", user_id = %user, "refresh token revoked");
     }
     Ok(())
@@ -490,7 +615,9 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
 
 /// The current user.
 pub async fn me(state: &AppState, user: Uuid) -> ApiResult<UserOut> {
-    let row = users::by_id(state.db(), user).await?.ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    let row = users::by_id(state.db(), user)
+        .await?
+        .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
     Ok(UserOut::from_row(row, Utc::now()))
 }
 
@@ -510,7 +637,9 @@ pub struct FaceEnrolled {
 /// Enrols another photo of the signed-in user. The photo must pass liveness and match
 /// the user's existing templates, so a stolen token cannot enrol someone else's face.
 pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResult<FaceEnrolled> {
-    let row = users::by_id(state.db(), user).await?.ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    let row = users::by_id(state.db(), user)
+        .await?
+        .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
     if !row.is_active {
         return Err(ApiError::Inactive);
     }
@@ -520,7 +649,9 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
         return Err(ApiError::SpoofDetected);
     }
     let embedding = analysis.face.embedding.as_slice();
-    let distance = users::distance_to_user(state.db(), user, embedding).await?.unwrap_or(f32::INFINITY);
+    let distance = users::distance_to_user(state.db(), user, embedding)
+        .await?
+        .unwrap_or(f32::INFINITY);
     if distance > state.engine().tolerance() {
         tracing::warn!(event = "enroll_mismatch", user_id = %user, "enrolment photo does not match the account");
         return Err(ApiError::FaceMismatch);
@@ -553,10 +684,15 @@ pub async fn housekeeping(state: &AppState) -> Result<(), StoreError> {
     let (_, active, locked) = users::counts(state.db(), now).await?;
     state.metrics().active_users.set(active);
     state.metrics().locked_accounts.set(locked);
-    let cutoff = now - chrono::Duration::days(i64::from(state.config().failed_attempt_retention_days));
+    let cutoff =
+        now - chrono::Duration::days(i64::from(state.config().failed_attempt_retention_days));
     let deleted = attempts::delete_older_than(state.db(), cutoff).await?;
     if deleted > 0 {
-        tracing::info!(event = "attempts_expired", deleted, "deleted failed attempts past retention");
+        tracing::info!(
+            event = "attempts_expired",
+            deleted,
+            "deleted failed attempts past retention"
+        );
     }
     Ok(())
 }

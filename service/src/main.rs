@@ -35,7 +35,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(faceid_service::serve::run(*args))),
+        Command::Serve(args) => {
+            runtime().and_then(|rt| rt.block_on(faceid_service::serve::run(*args)))
+        }
         Command::Migrate {
             database_url,
             database_schema,
@@ -59,12 +61,19 @@ fn main() -> std::process::ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
     faceid_migrations::validate_schema_name(schema)?;
-    let pool = faceid_service::store::db::connect_lazy(url, schema, 2, std::time::Duration::from_secs(600))?;
+    let pool = faceid_service::store::db::connect_lazy(
+        url,
+        schema,
+        2,
+        std::time::Duration::from_secs(600),
+    )?;
     let applied = faceid_migrations::apply(&pool, schema).await?;
     println!(
         "schema {schema}: version {}, newly applied {:?}",

@@ -41,42 +41,86 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-                labels,
-            )?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
         let metrics = Self {
-            registration_attempts: counter("faceid_registration_attempts_total", "Registration attempts by outcome", &["status"])?,
-            login_attempts: counter("faceid_login_attempts_total", "Login attempts by outcome and failure reason", &["status", "reason"])?,
-            liveness_checks: counter("faceid_liveness_checks_total", "Liveness checks by result", &["result"])?,
-            face_match_latency: histogram("faceid_face_match_latency_seconds", "Face analysis (decode, detect, embed, liveness) and matching time", &["stage"])?,
-            vector_search_duration: histogram("faceid_vector_search_duration_seconds", "Nearest-neighbour query time", &["kind"])?,
-            rate_limit_hits: counter("faceid_rate_limit_hits_total", "Requests refused by the rate limiter", &["endpoint"])?,
+            registration_attempts: counter(
+                "faceid_registration_attempts_total",
+                "Registration attempts by outcome",
+                &["status"],
+            )?,
+            login_attempts: counter(
+                "faceid_login_attempts_total",
+                "Login attempts by outcome and failure reason",
+                &["status", "reason"],
+            )?,
+            liveness_checks: counter(
+                "faceid_liveness_checks_total",
+                "Liveness checks by result",
+                &["result"],
+            )?,
+            face_match_latency: histogram(
+                "faceid_face_match_latency_seconds",
+                "Face analysis (decode, detect, embed, liveness) and matching time",
+                &["stage"],
+            )?,
+            vector_search_duration: histogram(
+                "faceid_vector_search_duration_seconds",
+                "Nearest-neighbour query time",
+                &["kind"],
+            )?,
+            rate_limit_hits: counter(
+                "faceid_rate_limit_hits_total",
+                "Requests refused by the rate limiter",
+                &["endpoint"],
+            )?,
             active_users: gauge("faceid_active_users_total", "Active users")?,
             locked_accounts: gauge("faceid_locked_accounts_total", "Currently locked accounts")?,
-            http_requests: counter("faceid_http_requests_total", "HTTP requests by route and status class", &["method", "route", "status_class"])?,
-            http_duration: histogram("faceid_http_request_duration_seconds", "HTTP request duration", &["method", "route"])?,
-            dependency_errors: counter("faceid_dependency_errors_total", "Failures talking to PostgreSQL or Redis", &["dependency"])?,
+            http_requests: counter(
+                "faceid_http_requests_total",
+                "HTTP requests by route and status class",
+                &["method", "route", "status_class"],
+            )?,
+            http_duration: histogram(
+                "faceid_http_request_duration_seconds",
+                "HTTP request duration",
+                &["method", "route"],
+            )?,
+            dependency_errors: counter(
+                "faceid_dependency_errors_total",
+                "Failures talking to PostgreSQL or Redis",
+                &["dependency"],
+            )?,
             registry,
         };
         // Every series a dashboard expects exists from the start, at zero.
-        metrics.registration_attempts.with_label_values(&["success"]);
-        metrics.login_attempts.with_label_values(&["success", "none"]);
-        metrics.login_attempts.with_label_values(&["failure", "face_not_recognized"]);
+        metrics
+            .registration_attempts
+            .with_label_values(&["success"]);
+        metrics
+            .login_attempts
+            .with_label_values(&["success", "none"]);
+        metrics
+            .login_attempts
+            .with_label_values(&["failure", "face_not_recognized"]);
         for result in ["live", "spoof"] {
             metrics.liveness_checks.with_label_values(&[result]);
         }
@@ -96,7 +140,10 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -28,7 +28,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.migrate_on_start {
         let applied = faceid_migrations::apply(state.db(), &args.database_schema)
             .await
-            .with_context(|| format!("migrating schema {:?} (DATABASE_URL, DATABASE_SCHEMA)", args.database_schema))?;
+            .with_context(|| {
+                format!(
+                    "migrating schema {:?} (DATABASE_URL, DATABASE_SCHEMA)",
+                    args.database_schema
+                )
+            })?;
         tracing::info!(schema = %args.database_schema, newly_applied = ?applied.newly_applied, version = applied.current, "schema up to date");
     }
 

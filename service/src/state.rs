@@ -54,10 +54,16 @@ impl AppState {
             std::time::Duration::from_millis(config.database_statement_timeout_ms),
         )?;
         let limiter = match &config.redis_url {
-            Some(url) if !url.is_empty() => RateLimiter::Redis(Box::new(RedisLimiter::new(url, &config.tenant)?)),
+            Some(url) if !url.is_empty() => {
+                RateLimiter::Redis(Box::new(RedisLimiter::new(url, &config.tenant)?))
+            }
             _ => RateLimiter::Local(LocalLimiter::default()),
         };
-        let tokens = TokenService::new(&config.tenant, config.secret_key.as_bytes(), config.access_ttl());
+        let tokens = TokenService::new(
+            &config.tenant,
+            config.secret_key.as_bytes(),
+            config.access_ttl(),
+        );
         let lockout = LockoutPolicy {
             max_failures: config.max_failed_login_attempts,
             window: chrono::Duration::hours(1),

@@ -15,15 +15,23 @@ const IP: &str = "192.0.2.10";
 #[tokio::test]
 async fn register_then_log_in_with_a_different_photo() {
     let t = Tenant::new(&[]).await;
-    let reg = t.register("gwbush", &face("genuine/george_w_bush_1.jpg"), IP).await;
+    let reg = t
+        .register("gwbush", &face("genuine/george_w_bush_1.jpg"), IP)
+        .await;
     reg.expect(201);
     assert_eq!(reg.json["user"]["username"], "gwbush");
     assert_eq!(reg.json["token_type"], "bearer");
-    assert!(reg.json["liveness_score"].as_f64().is_some(), "{}", reg.text);
+    assert!(
+        reg.json["liveness_score"].as_f64().is_some(),
+        "{}",
+        reg.text
+    );
     let user = reg.user_id();
 
     // 1:N with another photo of the same person.
-    let login = t.login(&face("genuine/george_w_bush_2.jpg"), None, IP).await;
+    let login = t
+        .login(&face("genuine/george_w_bush_2.jpg"), None, IP)
+        .await;
     login.expect(200);
     assert_eq!(login.user_id(), user);
     let confidence = login.json["confidence_score"].as_f64().unwrap();
@@ -31,7 +39,9 @@ async fn register_then_log_in_with_a_different_photo() {
     assert!(login.json["liveness_score"].as_f64().is_some());
 
     // 1:1 with the username.
-    t.login(&face("genuine/george_w_bush_3.jpg"), Some("GWBush"), IP).await.expect(200);
+    t.login(&face("genuine/george_w_bush_3.jpg"), Some("GWBush"), IP)
+        .await
+        .expect(200);
 
     // The access token reaches /me.
     let me = t.get("/api/v1/auth/me", Some(&login.access_token())).await;
@@ -39,19 +49,30 @@ async fn register_then_log_in_with_a_different_photo() {
     assert_eq!(me.json["id"], user);
 
     // The fraud record and the embedding were stored in this tenant's schema only.
-    assert_eq!(t.scalar_i64("SELECT count(*) FROM face_embeddings").await, 1);
+    assert_eq!(
+        t.scalar_i64("SELECT count(*) FROM face_embeddings").await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn unknown_faces_and_wrong_accounts_are_not_recognised() {
     let t = Tenant::new(&[]).await;
-    t.register("powell", &face("genuine/colin_powell_1.jpg"), IP).await.expect(201);
+    t.register("powell", &face("genuine/colin_powell_1.jpg"), IP)
+        .await
+        .expect(201);
     // Someone never enrolled.
-    t.login(&face("genuine/tony_blair_1.jpg"), None, IP).await.expect_error(401, "face_not_recognized");
+    t.login(&face("genuine/tony_blair_1.jpg"), None, IP)
+        .await
+        .expect_error(401, "face_not_recognized");
     // An enrolled account, but not this face (1:1).
-    t.login(&face("genuine/tony_blair_2.jpg"), Some("powell"), IP).await.expect_error(401, "face_not_recognized");
+    t.login(&face("genuine/tony_blair_2.jpg"), Some("powell"), IP)
+        .await
+        .expect_error(401, "face_not_recognized");
     // An account that does not exist answers the same (no user enumeration).
-    t.login(&face("genuine/colin_powell_2.jpg"), Some("nobody"), IP).await.expect_error(401, "face_not_recognized");
+    t.login(&face("genuine/colin_powell_2.jpg"), Some("nobody"), IP)
+        .await
+        .expect_error(401, "face_not_recognized");
     let recorded = t
         .scalar_i64("SELECT count(*) FROM failed_login_attempts WHERE reason = 'no_match'")
         .await;
@@ -63,7 +84,10 @@ async fn registration_input_is_validated() {
     let t = Tenant::new(&[]).await;
     let photo = face("genuine/hugo_chavez_1.jpg");
     // Missing fields.
-    let r = Multipart::new().text("username", "hugo").file("face_image", "a.jpg", &photo).request("/api/v1/auth/register");
+    let r = Multipart::new()
+        .text("username", "hugo")
+        .file("face_image", "a.jpg", &photo)
+        .request("/api/v1/auth/register");
     t.send(r, IP).await.expect_error(422, "validation_error");
     let r = Multipart::new()
         .text("username", "hugo")
@@ -78,7 +102,9 @@ async fn registration_input_is_validated() {
         ("h", "h@example.com"),
         ("ünïcödé", "u@example.com"),
     ] {
-        t.register_with(username, email, "correct horse", &photo).await.expect_error(422, "validation_error");
+        t.register_with(username, email, "correct horse", &photo)
+            .await
+            .expect_error(422, "validation_error");
     }
     // A repeated field.
     let r = Multipart::new()
@@ -94,34 +120,64 @@ async fn registration_input_is_validated() {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from("{}"))
         .unwrap();
-    t.send(r, IP).await.expect_error(415, "unsupported_media_type");
-    assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0, "nothing stored");
+    t.send(r, IP)
+        .await
+        .expect_error(415, "unsupported_media_type");
+    assert_eq!(
+        t.scalar_i64("SELECT count(*) FROM users").await,
+        0,
+        "nothing stored"
+    );
 }
 
 #[tokio::test]
 async fn duplicate_usernames_and_emails_are_refused() {
     let t = Tenant::new(&[]).await;
-    t.register("chirac", &face("genuine/jacques_chirac_1.jpg"), IP).await.expect(201);
-    t.register("CHIRAC", &face("genuine/jacques_chirac_2.jpg"), IP).await.expect_error(400, "user_exists");
-    t.register_with("other", "Chirac@Example.com", "correct horse", &face("genuine/jacques_chirac_2.jpg"))
+    t.register("chirac", &face("genuine/jacques_chirac_1.jpg"), IP)
+        .await
+        .expect(201);
+    t.register("CHIRAC", &face("genuine/jacques_chirac_2.jpg"), IP)
         .await
         .expect_error(400, "user_exists");
+    t.register_with(
+        "other",
+        "Chirac@Example.com",
+        "correct horse",
+        &face("genuine/jacques_chirac_2.jpg"),
+    )
+    .await
+    .expect_error(400, "user_exists");
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 1);
 }
 
 #[tokio::test]
 async fn images_without_one_usable_face_are_refused_cleanly() {
     let t = Tenant::new(&[]).await;
-    t.register("noface", &face("noface/street_cars.jpg"), IP).await.expect_error(400, "no_face");
-    t.register("group", &face("multiface/group_3faces_a.jpg"), IP).await.expect_error(400, "multiple_faces");
-    for bad in ["bad/empty.jpg", "bad/text_renamed.jpg", "bad/truncated_half.jpg", "bad/face_gif.gif", "bad/tiny_1x1.png", "bad/huge_12000x12000.png"] {
+    t.register("noface", &face("noface/street_cars.jpg"), IP)
+        .await
+        .expect_error(400, "no_face");
+    t.register("group", &face("multiface/group_3faces_a.jpg"), IP)
+        .await
+        .expect_error(400, "multiple_faces");
+    for bad in [
+        "bad/empty.jpg",
+        "bad/text_renamed.jpg",
+        "bad/truncated_half.jpg",
+        "bad/face_gif.gif",
+        "bad/tiny_1x1.png",
+        "bad/huge_12000x12000.png",
+    ] {
         let reply = t.register("badimage", &face(bad), IP).await;
         if bad == "bad/empty.jpg" {
             // An empty upload is a missing image.
             reply.expect_error(422, "validation_error");
         } else {
             assert_eq!(reply.status.as_u16(), 400, "{bad}: {}", reply.text);
-            assert!(reply.json["error"]["code"].is_string(), "{bad}: {}", reply.text);
+            assert!(
+                reply.json["error"]["code"].is_string(),
+                "{bad}: {}",
+                reply.text
+            );
         }
     }
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0);
@@ -131,23 +187,39 @@ async fn images_without_one_usable_face_are_refused_cleanly() {
 async fn oversized_uploads_are_refused_before_reading() {
     let t = Tenant::new(&["--max-upload-bytes", "100000"]).await;
     let big = vec![0u8; 200_000];
-    t.register("big", &big, IP).await.expect_error(413, "payload_too_large");
+    t.register("big", &big, IP)
+        .await
+        .expect_error(413, "payload_too_large");
 }
 
 #[tokio::test]
 async fn lockout_after_repeated_failures_and_admin_unlock() {
     let t = Tenant::new(&["--max-failed-login-attempts", "3", "--lockout-minutes", "5"]).await;
-    let user = t.register("rumsfeld", &face("genuine/donald_rumsfeld_1.jpg"), IP).await.expect(201).user_id();
+    let user = t
+        .register("rumsfeld", &face("genuine/donald_rumsfeld_1.jpg"), IP)
+        .await
+        .expect(201)
+        .user_id();
     // Three failed 1:1 attempts with someone else's face lock the account.
     for _ in 0..3 {
-        t.login(&face("genuine/vladimir_putin_1.jpg"), Some("rumsfeld"), IP).await.expect_error(401, "face_not_recognized");
+        t.login(&face("genuine/vladimir_putin_1.jpg"), Some("rumsfeld"), IP)
+            .await
+            .expect_error(401, "face_not_recognized");
     }
     // Now even the right face is refused, by 1:N and by 1:1 alike.
-    let locked = t.login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP).await;
+    let locked = t
+        .login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP)
+        .await;
     locked.expect_error(423, "account_locked");
-    let retry: u64 = locked.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = locked.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=300).contains(&retry), "Retry-After {retry}");
-    t.login(&face("genuine/donald_rumsfeld_2.jpg"), Some("rumsfeld"), IP).await.expect_error(423, "account_locked");
+    t.login(&face("genuine/donald_rumsfeld_2.jpg"), Some("rumsfeld"), IP)
+        .await
+        .expect_error(423, "account_locked");
     // The admin sees it and unlocks.
     let summary = t.admin_get("/api/v1/admin/metrics-summary").await;
     summary.expect(200);
@@ -155,33 +227,74 @@ async fn lockout_after_repeated_failures_and_admin_unlock() {
     let attempts = t.admin_get("/api/v1/admin/failed-attempts?hours=1").await;
     attempts.expect(200);
     assert!(attempts.json["total"].as_i64().unwrap() >= 5);
-    let suspicious = t.admin_get("/api/v1/admin/suspicious-activity?threshold=3").await;
+    let suspicious = t
+        .admin_get("/api/v1/admin/suspicious-activity?threshold=3")
+        .await;
     suspicious.expect(200);
     assert_eq!(suspicious.json["suspicious_ips"][0]["ip_address"], IP);
-    t.admin_post(&format!("/api/v1/admin/users/{user}/unlock")).await.expect(200);
-    t.login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP).await.expect(200);
+    t.admin_post(&format!("/api/v1/admin/users/{user}/unlock"))
+        .await
+        .expect(200);
+    t.login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP)
+        .await
+        .expect(200);
     // One more failure after the unlock does not re-lock: the count restarted.
-    t.login(&face("genuine/vladimir_putin_2.jpg"), Some("rumsfeld"), IP).await.expect_error(401, "face_not_recognized");
-    t.login(&face("genuine/donald_rumsfeld_3.jpg"), Some("rumsfeld"), IP).await.expect(200);
+    t.login(&face("genuine/vladimir_putin_2.jpg"), Some("rumsfeld"), IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    t.login(&face("genuine/donald_rumsfeld_3.jpg"), Some("rumsfeld"), IP)
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
 async fn deactivated_accounts_cannot_log_in() {
     let t = Tenant::new(&[]).await;
-    let user = t.register("schroeder", &face("genuine/gerhard_schroeder_1.jpg"), IP).await.expect(201).user_id();
-    t.admin_post(&format!("/api/v1/admin/users/{user}/deactivate")).await.expect(200);
-    t.login(&face("genuine/gerhard_schroeder_2.jpg"), Some("schroeder"), IP).await.expect_error(403, "account_inactive");
+    let user = t
+        .register("schroeder", &face("genuine/gerhard_schroeder_1.jpg"), IP)
+        .await
+        .expect(201)
+        .user_id();
+    t.admin_post(&format!("/api/v1/admin/users/{user}/deactivate"))
+        .await
+        .expect(200);
+    t.login(
+        &face("genuine/gerhard_schroeder_2.jpg"),
+        Some("schroeder"),
+        IP,
+    )
+    .await
+    .expect_error(403, "account_inactive");
     // 1:N searches active users only.
-    t.login(&face("genuine/gerhard_schroeder_2.jpg"), None, IP).await.expect_error(401, "face_not_recognized");
-    t.admin_post(&format!("/api/v1/admin/users/{user}/activate")).await.expect(200);
-    t.login(&face("genuine/gerhard_schroeder_2.jpg"), None, IP).await.expect(200);
-    t.admin_post("/api/v1/admin/users/not-a-uuid/unlock").await.expect_error(422, "validation_error");
-    t.admin_post(&format!("/api/v1/admin/users/{}/unlock", uuid::Uuid::new_v4())).await.expect_error(404, "not_found");
+    t.login(&face("genuine/gerhard_schroeder_2.jpg"), None, IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    t.admin_post(&format!("/api/v1/admin/users/{user}/activate"))
+        .await
+        .expect(200);
+    t.login(&face("genuine/gerhard_schroeder_2.jpg"), None, IP)
+        .await
+        .expect(200);
+    t.admin_post("/api/v1/admin/users/not-a-uuid/unlock")
+        .await
+        .expect_error(422, "validation_error");
+    t.admin_post(&format!(
+        "/api/v1/admin/users/{}/unlock",
+        uuid::Uuid::new_v4()
+    ))
+    .await
+    .expect_error(404, "not_found");
 }
 
 #[tokio::test]
 async fn login_rate_limit_answers_429_with_retry_after() {
-    let t = Tenant::new(&["--rate-limit-login", "2/minute", "--redis-url", &common::required_env("REDIS_URL")]).await;
+    let t = Tenant::new(&[
+        "--rate-limit-login",
+        "2/minute",
+        "--redis-url",
+        &common::required_env("REDIS_URL"),
+    ])
+    .await;
     let photo = face("noface/blank_white.png");
     let ip = "198.51.100.7";
     for _ in 0..2 {
@@ -189,10 +302,16 @@ async fn login_rate_limit_answers_429_with_retry_after() {
     }
     let refused = t.login(&photo, None, ip).await;
     refused.expect_error(429, "rate_limited");
-    let retry: u64 = refused.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = refused.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     // Another client is not affected.
-    t.login(&photo, None, "198.51.100.8").await.expect_error(400, "no_face");
+    t.login(&photo, None, "198.51.100.8")
+        .await
+        .expect_error(400, "no_face");
     let recorded = t
         .scalar_i64("SELECT count(*) FROM failed_login_attempts WHERE reason = 'rate_limit'")
         .await;
@@ -202,26 +321,66 @@ async fn login_rate_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let t = Tenant::new(&[]).await;
-    let reg = t.register("blair", &face("genuine/tony_blair_1.jpg"), IP).await;
+    let reg = t
+        .register("blair", &face("genuine/tony_blair_1.jpg"), IP)
+        .await;
     reg.expect(201);
     let first = reg.refresh_token();
-    let rotated = t.post_json("/api/v1/auth/refresh", json!({"refresh_token": first}), None).await;
+    let rotated = t
+        .post_json(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": first}),
+            None,
+        )
+        .await;
     rotated.expect(200);
     let second = rotated.refresh_token();
     assert_ne!(first, second);
-    t.get("/api/v1/auth/me", Some(&rotated.access_token())).await.expect(200);
+    t.get("/api/v1/auth/me", Some(&rotated.access_token()))
+        .await
+        .expect(200);
     // Replaying the spent token fails and revokes its successor too.
-    t.post_json("/api/v1/auth/refresh", json!({"refresh_token": first}), None).await.expect_error(401, "invalid_refresh_token");
-    t.post_json("/api/v1/auth/refresh", json!({"refresh_token": second}), None).await.expect_error(401, "invalid_refresh_token");
+    t.post_json(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": first}),
+        None,
+    )
+    .await
+    .expect_error(401, "invalid_refresh_token");
+    t.post_json(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": second}),
+        None,
+    )
+    .await
+    .expect_error(401, "invalid_refresh_token");
     // Logout revokes a token.
     let login = t.login(&face("genuine/tony_blair_2.jpg"), None, IP).await;
     login.expect(200);
-    t.post_json("/api/v1/auth/logout", json!({"refresh_token": login.refresh_token()}), None).await.expect(204);
-    t.post_json("/api/v1/auth/refresh", json!({"refresh_token": login.refresh_token()}), None).await.expect_error(401, "invalid_refresh_token");
+    t.post_json(
+        "/api/v1/auth/logout",
+        json!({"refresh_token": login.refresh_token()}),
+        None,
+    )
+    .await
+    .expect(204);
+    t.post_json(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": login.refresh_token()}),
+        None,
+    )
+    .await
+    .expect_error(401, "invalid_refresh_token");
     // Malformed bodies.
-    t.post_json("/api/v1/auth/refresh", json!({"token": "x"}), None).await.expect_error(422, "validation_error");
-    let r = Request::post("/api/v1/auth/refresh").body(Body::from("refresh_token=x")).unwrap();
-    t.send(r, IP).await.expect_error(415, "unsupported_media_type");
+    t.post_json("/api/v1/auth/refresh", json!({"token": "x"}), None)
+        .await
+        .expect_error(422, "validation_error");
+    let r = Request::post("/api/v1/auth/refresh")
+        .body(Body::from("refresh_token=x"))
+        .unwrap();
+    t.send(r, IP)
+        .await
+        .expect_error(415, "unsupported_media_type");
     // Stored hashed: the raw token is nowhere in the table.
     let raw: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'")
         .bind(&second)
@@ -235,16 +394,31 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
 async fn tenants_are_isolated_and_refuse_each_others_tokens() {
     let a = Tenant::new(&[]).await;
     let b = Tenant::new(&[]).await;
-    let reg = a.register("obama", &face("genuine/barack_obama_1.jpg"), IP).await;
+    let reg = a
+        .register("obama", &face("genuine/barack_obama_1.jpg"), IP)
+        .await;
     reg.expect(201);
     // Enrolled at A, unknown at B.
-    b.login(&face("genuine/barack_obama_2.jpg"), None, IP).await.expect_error(401, "face_not_recognized");
-    a.login(&face("genuine/barack_obama_2.jpg"), None, IP).await.expect(200);
+    b.login(&face("genuine/barack_obama_2.jpg"), None, IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    a.login(&face("genuine/barack_obama_2.jpg"), None, IP)
+        .await
+        .expect(200);
     // A's token at B.
-    b.get("/api/v1/auth/me", Some(&reg.access_token())).await.expect_error(401, "unauthorized");
+    b.get("/api/v1/auth/me", Some(&reg.access_token()))
+        .await
+        .expect_error(401, "unauthorized");
     // Forged, missing and malformed tokens.
-    a.get("/api/v1/auth/me", None).await.expect_error(401, "unauthorized");
-    a.get("/api/v1/auth/me", Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")).await.expect_error(401, "unauthorized");
+    a.get("/api/v1/auth/me", None)
+        .await
+        .expect_error(401, "unauthorized");
+    a.get(
+        "/api/v1/auth/me",
+        Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
+    )
+    .await
+    .expect_error(401, "unauthorized");
     // B's users table is empty; A's has one row.
     assert_eq!(b.scalar_i64("SELECT count(*) FROM users").await, 0);
     assert_eq!(a.scalar_i64("SELECT count(*) FROM users").await, 1);
@@ -253,23 +427,41 @@ async fn tenants_are_isolated_and_refuse_each_others_tokens() {
 #[tokio::test]
 async fn admin_endpoints_need_the_admin_key() {
     let t = Tenant::new(&[]).await;
-    let reg = t.register("biden", &face("genuine/joe_biden_1.jpg"), IP).await;
+    let reg = t
+        .register("biden", &face("genuine/joe_biden_1.jpg"), IP)
+        .await;
     reg.expect(201);
-    for path in ["/api/v1/admin/failed-attempts?hours=24", "/api/v1/admin/suspicious-activity?threshold=5", "/api/v1/admin/metrics-summary"] {
+    for path in [
+        "/api/v1/admin/failed-attempts?hours=24",
+        "/api/v1/admin/suspicious-activity?threshold=5",
+        "/api/v1/admin/metrics-summary",
+    ] {
         t.get(path, None).await.expect_error(401, "unauthorized");
-        t.get(path, Some("wrong-key-wrong-key")).await.expect_error(401, "unauthorized");
-        t.get(path, Some(&reg.access_token())).await.expect_error(403, "forbidden");
+        t.get(path, Some("wrong-key-wrong-key"))
+            .await
+            .expect_error(401, "unauthorized");
+        t.get(path, Some(&reg.access_token()))
+            .await
+            .expect_error(403, "forbidden");
         t.admin_get(path).await.expect(200);
     }
-    t.admin_get("/api/v1/admin/failed-attempts?hours=0").await.expect_error(422, "validation_error");
-    t.admin_get("/api/v1/admin/failed-attempts?hours=abc").await.expect_error(422, "validation_error");
-    t.admin_get("/api/v1/admin/suspicious-activity?threshold=-1").await.expect_error(422, "validation_error");
+    t.admin_get("/api/v1/admin/failed-attempts?hours=0")
+        .await
+        .expect_error(422, "validation_error");
+    t.admin_get("/api/v1/admin/failed-attempts?hours=abc")
+        .await
+        .expect_error(422, "validation_error");
+    t.admin_get("/api/v1/admin/suspicious-activity?threshold=-1")
+        .await
+        .expect_error(422, "validation_error");
 }
 
 #[tokio::test]
 async fn enrolling_more_faces_and_erasing_the_user() {
     let t = Tenant::new(&[]).await;
-    let reg = t.register("kit", &face("genuine/arnold_schwarzenegger_1.jpg"), IP).await;
+    let reg = t
+        .register("kit", &face("genuine/arnold_schwarzenegger_1.jpg"), IP)
+        .await;
     reg.expect(201);
     let token = reg.access_token();
     let user = reg.user_id();
@@ -277,8 +469,13 @@ async fn enrolling_more_faces_and_erasing_the_user() {
         let token = token.clone();
         let t = &t;
         async move {
-            let mut r = Multipart::new().file("face_image", "f.jpg", &image).request("/api/v1/users/me/faces");
-            r.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+            let mut r = Multipart::new()
+                .file("face_image", "f.jpg", &image)
+                .request("/api/v1/users/me/faces");
+            r.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
             t.send(r, IP).await
         }
     };
@@ -286,8 +483,13 @@ async fn enrolling_more_faces_and_erasing_the_user() {
     added.expect(201);
     assert_eq!(added.json["face_count"], 2);
     // Someone else's face cannot be added to this account.
-    enrol(face("genuine/hugo_chavez_1.jpg")).await.expect_error(400, "face_mismatch");
-    assert_eq!(t.scalar_i64("SELECT count(*) FROM face_embeddings").await, 2);
+    enrol(face("genuine/hugo_chavez_1.jpg"))
+        .await
+        .expect_error(400, "face_mismatch");
+    assert_eq!(
+        t.scalar_i64("SELECT count(*) FROM face_embeddings").await,
+        2
+    );
 
     // Erasure removes the user, every embedding and every token.
     let r = Request::delete("/api/v1/users/me")
@@ -296,16 +498,24 @@ async fn enrolling_more_faces_and_erasing_the_user() {
         .unwrap();
     t.send(r, IP).await.expect(204);
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0);
-    assert_eq!(t.scalar_i64("SELECT count(*) FROM face_embeddings").await, 0);
+    assert_eq!(
+        t.scalar_i64("SELECT count(*) FROM face_embeddings").await,
+        0
+    );
     assert_eq!(t.scalar_i64("SELECT count(*) FROM refresh_tokens").await, 0);
-    let leftover: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_login_attempts WHERE user_id = $1::uuid")
-        .bind(&user)
-        .fetch_one(t.state.db())
-        .await
-        .unwrap();
+    let leftover: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM failed_login_attempts WHERE user_id = $1::uuid")
+            .bind(&user)
+            .fetch_one(t.state.db())
+            .await
+            .unwrap();
     assert_eq!(leftover, 0);
-    t.login(&face("genuine/arnold_schwarzenegger_3.jpg"), None, IP).await.expect_error(401, "face_not_recognized");
-    t.get("/api/v1/auth/me", Some(&token)).await.expect_error(401, "unauthorized");
+    t.login(&face("genuine/arnold_schwarzenegger_3.jpg"), None, IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    t.get("/api/v1/auth/me", Some(&token))
+        .await
+        .expect_error(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -323,7 +533,11 @@ async fn system_endpoints_docs_and_camera_page() {
     assert!(page.text.contains("getUserMedia"));
     let docs = t.get("/docs/", None).await;
     docs.expect(200);
-    assert!(docs.text.contains("swagger"), "{}", &docs.text[..docs.text.len().min(300)]);
+    assert!(
+        docs.text.contains("swagger"),
+        "{}",
+        &docs.text[..docs.text.len().min(300)]
+    );
     t.get("/redoc", None).await.expect(200);
     t.get("/redoc/redoc.standalone.js", None).await.expect(200);
 
@@ -346,10 +560,14 @@ async fn system_endpoints_docs_and_camera_page() {
         "/ready",
         "/metrics",
     ] {
-        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
     }
 
-    t.register("rauch", &face("genuine/melissa_rauch_1.png"), IP).await;
+    t.register("rauch", &face("genuine/melissa_rauch_1.png"), IP)
+        .await;
     t.get("/nope", None).await.expect_error(404, "not_found");
     let metrics = t.get("/metrics", None).await;
     metrics.expect(200);
@@ -366,19 +584,29 @@ async fn system_endpoints_docs_and_camera_page() {
     ] {
         assert!(metrics.text.contains(name), "{name} missing from /metrics");
     }
-    assert!(metrics.text.contains(r#"route="/api/v1/auth/register",status_class="#));
+    assert!(
+        metrics
+            .text
+            .contains(r#"route="/api/v1/auth/register",status_class="#)
+    );
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed() {
     let t = Tenant::new(&[]).await;
-    let r = Request::get("/api/v1/auth/me").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
+    let r = Request::get("/api/v1/auth/me")
+        .header("x-request-id", "abc-123")
+        .body(Body::empty())
+        .unwrap();
     let reply = t.send(r, IP).await;
     reply.expect_error(401, "unauthorized");
     assert_eq!(reply.headers["x-request-id"], "abc-123");
     assert_eq!(reply.json["request_id"], "abc-123");
     // A hostile id is replaced, not echoed.
-    let r = Request::get("/health").header("x-request-id", "<script>").body(Body::empty()).unwrap();
+    let r = Request::get("/health")
+        .header("x-request-id", "<script>")
+        .body(Body::empty())
+        .unwrap();
     let reply = t.send(r, IP).await;
     assert_ne!(reply.headers["x-request-id"], "<script>");
 }

@@ -14,7 +14,10 @@ fn openapi_document_validates() {
     let doc = ApiDoc::openapi().to_pretty_json().unwrap();
     let path = std::env::temp_dir().join(format!("faceid-openapi-{}.json", std::process::id()));
     std::fs::write(&path, &doc).unwrap();
-    let out = std::process::Command::new(&validator).arg(&path).output().unwrap();
+    let out = std::process::Command::new(&validator)
+        .arg(&path)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
@@ -26,7 +29,8 @@ fn openapi_document_validates() {
 
 #[test]
 fn every_error_response_uses_the_error_envelope() {
-    let doc: serde_json::Value = serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -34,7 +38,10 @@ fn every_error_response_uses_the_error_envelope() {
                 // `/ready` answers its own check report with 503, by design.
                 if (status.starts_with('4') || status.starts_with('5')) && path != "/ready" {
                     let schema = &response["content"]["application/json"]["schema"]["$ref"];
-                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
                     checked += 1;
                 }
             }

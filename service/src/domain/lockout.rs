@@ -17,7 +17,11 @@ pub struct LockoutPolicy {
 impl LockoutPolicy {
     /// Start of the window in which failures count at `now`, given the last reset
     /// (lock or unlock) of the account.
-    pub fn counting_since(&self, now: DateTime<Utc>, last_reset: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    pub fn counting_since(
+        &self,
+        now: DateTime<Utc>,
+        last_reset: Option<DateTime<Utc>>,
+    ) -> DateTime<Utc> {
         let start = now - self.window;
         match last_reset {
             Some(reset) if reset > start => reset,
@@ -66,7 +70,10 @@ mod tests {
         let reset = now - Duration::minutes(5);
         assert_eq!(policy().counting_since(now, Some(reset)), reset);
         let old = now - Duration::hours(3);
-        assert_eq!(policy().counting_since(now, Some(old)), now - Duration::hours(1));
+        assert_eq!(
+            policy().counting_since(now, Some(old)),
+            now - Duration::hours(1)
+        );
     }
 
     #[test]
@@ -75,7 +82,10 @@ mod tests {
         let until = policy().locked_until(now);
         assert!(is_locked(true, Some(until), now));
         assert!(!is_locked(true, Some(until), now + Duration::minutes(31)));
-        assert!(is_locked(true, None, now), "an admin lock without end stays");
+        assert!(
+            is_locked(true, None, now),
+            "an admin lock without end stays"
+        );
         assert!(!is_locked(false, Some(until), now));
     }
 }

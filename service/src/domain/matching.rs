@@ -71,7 +71,9 @@ pub fn decide(candidates: &[Candidate], tolerance: f32, margin: f32) -> MatchOut
     }
     per_user.sort_by(|a, b| a.distance.total_cmp(&b.distance));
     let Some(best) = per_user.first().copied() else {
-        return MatchOutcome::NoMatch { best_distance: None };
+        return MatchOutcome::NoMatch {
+            best_distance: None,
+        };
     };
     if best.distance > tolerance {
         return MatchOutcome::NoMatch {

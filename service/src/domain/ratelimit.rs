@@ -18,7 +18,9 @@ impl FromStr for RateSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not COUNT/UNIT, e.g. 10/minute (units: second, minute, hour, day)");
+        let bad = || {
+            format!("{s:?} is not COUNT/UNIT, e.g. 10/minute (units: second, minute, hour, day)")
+        };
         let (count, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let count: u32 = count.trim().parse().map_err(|_| bad())?;
         if count == 0 {
@@ -99,7 +101,14 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for bad in ["", "10", "ten/minute", "0/minute", "10/fortnight", "-1/hour"] {
+        for bad in [
+            "",
+            "10",
+            "ten/minute",
+            "0/minute",
+            "10/fortnight",
+            "-1/hour",
+        ] {
             assert!(bad.parse::<RateSpec>().is_err(), "{bad}");
         }
     }

@@ -154,7 +154,11 @@ mod tests {
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in data.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 let chars = chunk.len() + 1;
                 for i in 0..chars {
@@ -178,10 +182,18 @@ mod tests {
 
     #[test]
     fn other_tenant_and_other_key_are_refused() {
-        let token = svc("acme", KEY).issue_access(Uuid::new_v4(), Utc::now()).unwrap();
-        assert_eq!(svc("globex", KEY).verify_access(&token), Err(TokenError::Invalid));
+        let token = svc("acme", KEY)
+            .issue_access(Uuid::new_v4(), Utc::now())
+            .unwrap();
+        assert_eq!(
+            svc("globex", KEY).verify_access(&token),
+            Err(TokenError::Invalid)
+        );
         let other_key = b"fedcba9876543210fedcba9876543210";
-        assert_eq!(svc("acme", other_key).verify_access(&token), Err(TokenError::Invalid));
+        assert_eq!(
+            svc("acme", other_key).verify_access(&token),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -206,7 +218,12 @@ mod tests {
         let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
         assert_eq!(s.verify_access(&none), Err(TokenError::Invalid));
         // HS512 header over the same payload.
-        let hs512 = format!("{}.{}.{}", b64url(br#"{"alg":"HS512","typ":"JWT"}"#), parts[1], parts[2]);
+        let hs512 = format!(
+            "{}.{}.{}",
+            b64url(br#"{"alg":"HS512","typ":"JWT"}"#),
+            parts[1],
+            parts[2]
+        );
         assert_eq!(s.verify_access(&hs512), Err(TokenError::Invalid));
         // A changed payload under the original signature.
         let claims = format!(

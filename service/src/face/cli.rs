@@ -94,9 +94,9 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                     Ok(bytes) => match engine.liveness_blocking(&bytes) {
                         Ok((report, raw)) => json!({
                             "image": path,
-                            "score": report.score,
+                            "score": short(report.score),
                             "is_live": report.is_live,
-                            "threshold": engine.liveness_threshold(),
+                            "threshold": short(engine.liveness_threshold()),
                             "signals": report.signals,
                             "raw": raw,
                         }),
@@ -129,8 +129,8 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                 json!({
                     "a": a,
                     "b": b,
-                    "distance": distance,
-                    "tolerance": engine.tolerance(),
+                    "distance": short(distance),
+                    "tolerance": short(engine.tolerance()),
                     "same_person": distance <= engine.tolerance(),
                 })
             );
@@ -155,6 +155,11 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
 
 fn load(args: &EngineArgs) -> anyhow::Result<FaceEngine> {
     FaceEngine::load(args.config()).context("loading the face engine")
+}
+
+/// An `f32` as the `f64` with the same shortest decimal form (0.6, not 0.6000000238).
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 fn error_line(path: &std::path::Path, e: &FaceError) -> serde_json::Value {

@@ -441,6 +441,26 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         100.0 * eer,
         eer_t
     );
+    let _ = writeln!(
+        out,
+        "\nTolerance sweep. The 1:N columns estimate the chance that an unenrolled face \
+         matches at least one of N enrolled people, 1 - (1 - FAR)^N, treating comparisons as \
+         independent (a rough guide: the margin rule on the runner-up and a stricter \
+         tolerance are what keep large galleries safe).\n\n\
+         | tolerance | genuine accepted | impostor pairs accepted (FAR) | 1:N false match, N=100 | N=10,000 |\n|---|---|---|---|---|"
+    );
+    for t in [0.40f32, 0.45, 0.50, 0.55, 0.60] {
+        let far = f64::from(rate(&r.impostor_distances, |d| d <= t));
+        let n_far = |n: i32| 1.0 - (1.0 - far).powi(n);
+        let _ = writeln!(
+            out,
+            "| {t:.2} | {:.1}% | {:.3}% | {:.1}% | {:.1}% |",
+            100.0 * rate(&r.genuine_distances, |d| d <= t),
+            100.0 * far,
+            100.0 * n_far(100),
+            100.0 * n_far(10_000)
+        );
+    }
     let _ = writeln!(out, "\nClosest impostor pairs: {}.", {
         r.closest_impostors
             .iter()

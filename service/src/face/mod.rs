@@ -33,7 +33,7 @@
 //!   `FACE_POOL_SIZE x FACE_INTRA_OP_THREADS` cores; the defaults (pool = CPUs, intra = 1)
 //!   give the best throughput, `intra > 1` lowers the latency of a single request.
 //! * Memory: each slot holds its own copy of the weights after graph optimisation (about
-//!   35 MB per slot, see `docs/FACE_ENGINE.md`).
+//!   40 MB per slot, see `docs/FACE_ENGINE.md`).
 
 pub mod align;
 pub mod bench;

@@ -125,7 +125,9 @@ impl ApiError {
         match self {
             E::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             E::UserExists(_) => (StatusCode::BAD_REQUEST, "user_exists"),
-            E::Face(FaceError::Inference(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            E::Face(FaceError::Inference(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
             E::Face(f) => (StatusCode::BAD_REQUEST, f.code()),
             E::FaceMismatch => (StatusCode::BAD_REQUEST, "face_mismatch"),
             E::TooManyFaces(_) => (StatusCode::BAD_REQUEST, "too_many_faces"),
@@ -140,7 +142,9 @@ impl ApiError {
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             E::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            E::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            E::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             E::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -217,7 +221,10 @@ impl IntoResponse for ApiError {
 }
 
 /// Seconds from now until `until`, rounded up, at least 1.
-pub fn seconds_until(until: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> u64 {
+pub fn seconds_until(
+    until: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> u64 {
     let d = (until - now).to_std().unwrap_or(Duration::ZERO);
     d.as_secs_f64().ceil().max(1.0) as u64
 }

@@ -47,8 +47,14 @@ pub fn client_ip(peer: Option<SocketAddr>, forwarded_for: Option<&str>, hops: u8
 impl FromRequestParts<AppState> for Client {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
         let forwarded = parts
             .headers
             .get("x-forwarded-for")
@@ -85,16 +91,27 @@ pub struct AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?;
         match state.tokens().verify_access(token) {
             Ok(claims) => Ok(AuthUser { id: claims.sub }),
             Err(TokenError::Expired) => {
-                tracing::info!(event = "token_rejected", reason = "expired", "access token rejected");
+                tracing::info!(
+                    event = "token_rejected",
+                    reason = "expired",
+                    "access token rejected"
+                );
                 Err(ApiError::Unauthorized("access token expired"))
             }
             Err(TokenError::Invalid) => {
-                tracing::info!(event = "token_rejected", reason = "invalid", "access token rejected");
+                tracing::info!(
+                    event = "token_rejected",
+                    reason = "invalid",
+                    "access token rejected"
+                );
                 Err(ApiError::Unauthorized("invalid access token"))
             }
         }
@@ -109,7 +126,10 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized("missing admin credentials"))?;
         let expected = state.config().admin_api_key.as_bytes();
         // Constant time in the key's content; lengths differing is not secret.
@@ -117,7 +137,10 @@ impl FromRequestParts<AppState> for Admin {
             return Ok(Admin);
         }
         if state.tokens().verify_access(token).is_ok() {
-            tracing::warn!(event = "admin_forbidden", "user token presented to an admin endpoint");
+            tracing::warn!(
+                event = "admin_forbidden",
+                "user token presented to an admin endpoint"
+            );
             return Err(ApiError::Forbidden("admin credentials required"));
         }
         tracing::warn!(event = "admin_rejected", "invalid admin credentials");
@@ -144,9 +167,8 @@ impl Form {
         file: &[&str],
         max_bytes: u64,
     ) -> Result<Self, ApiError> {
-        let mut multipart = multipart.map_err(|_| {
-            ApiError::UnsupportedMediaType("expected a multipart/form-data body")
-        })?;
+        let mut multipart = multipart
+            .map_err(|_| ApiError::UnsupportedMediaType("expected a multipart/form-data body"))?;
         let mut form = Form::default();
         loop {
             let field = match multipart.next_field().await {
@@ -162,16 +184,26 @@ impl Form {
             if !is_text && !is_file {
                 continue;
             }
-            if form.texts.iter().any(|(n, _)| *n == name) || form.files.iter().any(|(n, _)| *n == name) {
-                return Err(ApiError::Validation(format!("field {name:?} given more than once")));
+            if form.texts.iter().any(|(n, _)| *n == name)
+                || form.files.iter().any(|(n, _)| *n == name)
+            {
+                return Err(ApiError::Validation(format!(
+                    "field {name:?} given more than once"
+                )));
             }
-            let data = field.bytes().await.map_err(|e| multipart_error(&e, max_bytes))?;
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| multipart_error(&e, max_bytes))?;
             if is_text {
                 if data.len() > MAX_TEXT_FIELD {
-                    return Err(ApiError::Validation(format!("field {name:?} is longer than {MAX_TEXT_FIELD} bytes")));
+                    return Err(ApiError::Validation(format!(
+                        "field {name:?} is longer than {MAX_TEXT_FIELD} bytes"
+                    )));
                 }
-                let value = String::from_utf8(data.to_vec())
-                    .map_err(|_| ApiError::Validation(format!("field {name:?} is not UTF-8 text")))?;
+                let value = String::from_utf8(data.to_vec()).map_err(|_| {
+                    ApiError::Validation(format!("field {name:?} is not UTF-8 text"))
+                })?;
                 form.texts.push((name, value));
             } else {
                 form.files.push((name, data));
@@ -199,8 +231,12 @@ impl Form {
     pub fn file(&self, name: &str) -> Result<Bytes, ApiError> {
         match self.files.iter().find(|(n, _)| n == name) {
             Some((_, data)) if !data.is_empty() => Ok(data.clone()),
-            Some(_) => Err(ApiError::Validation(format!("field {name:?} is an empty file"))),
-            None => Err(ApiError::Validation(format!("field {name:?} (an image file) is required"))),
+            Some(_) => Err(ApiError::Validation(format!(
+                "field {name:?} is an empty file"
+            ))),
+            None => Err(ApiError::Validation(format!(
+                "field {name:?} (an image file) is required"
+            ))),
         }
     }
 }
@@ -217,7 +253,8 @@ fn multipart_error(e: &axum::extract::multipart::MultipartError, max_bytes: u64)
 pub fn validate_username(s: &str) -> Result<&str, ApiError> {
     let s = s.trim();
     let ok = (3..=64).contains(&s.chars().count())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(s)
     } else {
@@ -238,7 +275,9 @@ pub fn validate_email(s: &str) -> Result<&str, ApiError> {
     let (local, domain) = s.split_once('@').ok_or_else(bad)?;
     let domain_ok = !domain.contains('@')
         && domain.contains('.')
-        && domain.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'));
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'));
     if local.is_empty() || local.len() > 64 || !domain_ok {
         return Err(bad());
     }
@@ -250,7 +289,9 @@ pub fn validate_password(s: &str) -> Result<&str, ApiError> {
     if (8..=128).contains(&s.chars().count()) {
         Ok(s)
     } else {
-        Err(ApiError::Validation("password must be 8-128 characters".to_owned()))
+        Err(ApiError::Validation(
+            "password must be 8-128 characters".to_owned(),
+        ))
     }
 }
 
@@ -267,8 +308,14 @@ mod tests {
     fn client_ip_ignores_forwarded_for_without_trusted_proxies() {
         let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
         assert_eq!(client_ip(Some(peer), Some("1.2.3.4"), 0), "10.0.0.9");
-        assert_eq!(client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4"), 1), "1.2.3.4");
-        assert_eq!(client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), 2), "1.2.3.4");
+        assert_eq!(
+            client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4"), 1),
+            "1.2.3.4"
+        );
+        assert_eq!(
+            client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), 2),
+            "1.2.3.4"
+        );
         assert_eq!(client_ip(Some(peer), Some("garbage"), 1), "10.0.0.9");
         assert_eq!(client_ip(Some(peer), Some("1.2.3.4"), 3), "10.0.0.9");
     }
@@ -276,11 +323,25 @@ mod tests {
     #[test]
     fn usernames_and_emails_are_checked() {
         assert!(validate_username("alice_01").is_ok());
-        for bad in ["al", "robert'); DROP TABLE users;--", "ålice", "a b c", &"x".repeat(65)] {
+        for bad in [
+            "al",
+            "robert'); DROP TABLE users;--",
+            "ålice",
+            "a b c",
+            &"x".repeat(65),
+        ] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
         assert!(validate_email("alice@example.com").is_ok());
-        for bad in ["alice", "a@b", "a@@b.com", "a b@c.com", "@x.com", "a@x..com", "a\n@x.com"] {
+        for bad in [
+            "alice",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "@x.com",
+            "a@x..com",
+            "a\n@x.com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad:?}");
         }
         assert!(validate_password("correct horse").is_ok());

@@ -33,13 +33,34 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/auth/logout", post(routes::auth::logout))
         .route("/api/v1/auth/me", get(routes::auth::me))
         .route("/api/v1/users/me/faces", post(routes::users::add_face))
-        .route("/api/v1/users/me", axum::routing::delete(routes::users::delete_me))
-        .route("/api/v1/admin/failed-attempts", get(routes::admin::failed_attempts))
-        .route("/api/v1/admin/suspicious-activity", get(routes::admin::suspicious_activity))
-        .route("/api/v1/admin/metrics-summary", get(routes::admin::metrics_summary))
-        .route("/api/v1/admin/users/{user_id}/unlock", post(routes::admin::unlock))
-        .route("/api/v1/admin/users/{user_id}/deactivate", post(routes::admin::deactivate))
-        .route("/api/v1/admin/users/{user_id}/activate", post(routes::admin::activate))
+        .route(
+            "/api/v1/users/me",
+            axum::routing::delete(routes::users::delete_me),
+        )
+        .route(
+            "/api/v1/admin/failed-attempts",
+            get(routes::admin::failed_attempts),
+        )
+        .route(
+            "/api/v1/admin/suspicious-activity",
+            get(routes::admin::suspicious_activity),
+        )
+        .route(
+            "/api/v1/admin/metrics-summary",
+            get(routes::admin::metrics_summary),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/unlock",
+            post(routes::admin::unlock),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/deactivate",
+            post(routes::admin::deactivate),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/activate",
+            post(routes::admin::activate),
+        )
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
@@ -95,7 +116,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let route = request
         .extensions()
@@ -105,7 +131,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let method = request.method().clone();
     let span = tracing::info_span!("request", request_id = %id, tenant = %state.config().tenant, method = %method, route = %route);
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span.clone())).await;
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request).instrument(span.clone()))
+        .await;
     let elapsed = started.elapsed();
     let status = response.status();
     let class = match status.as_u16() {
@@ -116,14 +144,24 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         _ => "5xx",
     };
     let metrics = state.metrics();
-    metrics.http_requests.with_label_values(&[method.as_str(), &route, class]).inc();
-    metrics.http_duration.with_label_values(&[method.as_str(), &route]).observe(elapsed.as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), &route, class])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), &route])
+        .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         let ms = elapsed.as_secs_f64() * 1000.0;
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), duration_ms = ms, "request failed");
         } else if status.is_client_error() {
-            tracing::info!(status = status.as_u16(), duration_ms = ms, "request refused");
+            tracing::info!(
+                status = status.as_u16(),
+                duration_ms = ms,
+                "request refused"
+            );
         } else if route != "/health" && route != "/metrics" && route != "/ready" {
             tracing::info!(status = status.as_u16(), duration_ms = ms, "request served");
         }
@@ -150,7 +188,11 @@ async fn guard(State(state): State<AppState>, request: Request<Body>, next: Next
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(event = "request_timeout", timeout_s = limit.as_secs(), "request timed out");
+            tracing::warn!(
+                event = "request_timeout",
+                timeout_s = limit.as_secs(),
+                "request timed out"
+            );
             ApiError::Unavailable("the request timed out").into_response()
         }
     }

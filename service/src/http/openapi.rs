@@ -67,7 +67,10 @@ async fn redoc() -> Html<&'static str> {
 async fn redoc_js() -> impl axum::response::IntoResponse {
     (
         [
-            (axum::http::header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         include_str!("../../static/vendor/redoc.standalone.js"),

@@ -74,13 +74,20 @@ pub struct NewAttempt {
 ///
 /// The user row is locked (`FOR UPDATE`) before counting, so concurrent failures against
 /// one account serialise and every one of them is counted.
-pub async fn record(pool: &PgPool, attempt: &NewAttempt, policy: &LockoutPolicy, now: DateTime<Utc>) -> StoreResult<bool> {
+pub async fn record(
+    pool: &PgPool,
+    attempt: &NewAttempt,
+    policy: &LockoutPolicy,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     let mut tx = pool.begin().await?;
     let reset: Option<Option<DateTime<Utc>>> = match attempt.user_id {
-        Some(user) => sqlx::query_scalar("SELECT lockout_reset_at FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?,
+        Some(user) => {
+            sqlx::query_scalar("SELECT lockout_reset_at FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
         None => None,
     };
     sqlx::query(
@@ -152,7 +159,11 @@ pub struct AttemptRow {
 }
 
 /// Failed attempts since `since`, newest first, at most `limit`.
-pub async fn since(pool: &PgPool, since: DateTime<Utc>, limit: i64) -> StoreResult<Vec<AttemptRow>> {
+pub async fn since(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<AttemptRow>> {
     Ok(sqlx::query_as(
         "SELECT id, user_id, ip_address, user_agent, reason, confidence_score, liveness_score, attempted_at
          FROM failed_login_attempts WHERE attempted_at > $1
@@ -166,10 +177,12 @@ pub async fn since(pool: &PgPool, since: DateTime<Utc>, limit: i64) -> StoreResu
 
 /// Failed attempts since `since`, in total.
 pub async fn count_since(pool: &PgPool, since: DateTime<Utc>) -> StoreResult<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM failed_login_attempts WHERE attempted_at > $1")
-        .bind(since)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM failed_login_attempts WHERE attempted_at > $1")
+            .bind(since)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// An IP with many recent failures.
@@ -190,7 +203,11 @@ pub struct SuspiciousIp {
 }
 
 /// IPs with at least `threshold` failures since `since`, worst first.
-pub async fn suspicious(pool: &PgPool, since: DateTime<Utc>, threshold: i64) -> StoreResult<Vec<SuspiciousIp>> {
+pub async fn suspicious(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    threshold: i64,
+) -> StoreResult<Vec<SuspiciousIp>> {
     Ok(sqlx::query_as(
         "SELECT ip_address,
                 count(*) AS failed_attempts,
@@ -221,9 +238,11 @@ pub async fn by_reason(pool: &PgPool, since: DateTime<Utc>) -> StoreResult<Vec<(
 
 /// Deletes attempts older than `cutoff` (retention). Returns how many.
 pub async fn delete_older_than(pool: &PgPool, cutoff: DateTime<Utc>) -> StoreResult<u64> {
-    Ok(sqlx::query("DELETE FROM failed_login_attempts WHERE attempted_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM failed_login_attempts WHERE attempted_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }

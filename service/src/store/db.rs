@@ -19,7 +19,10 @@ pub fn connect_lazy(
         .application_name("faceid")
         .options([
             ("search_path", faceid_migrations::search_path(schema)),
-            ("statement_timeout", statement_timeout.as_millis().to_string()),
+            (
+                "statement_timeout",
+                statement_timeout.as_millis().to_string(),
+            ),
         ]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

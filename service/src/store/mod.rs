@@ -37,7 +37,9 @@ impl From<sqlx::Error> for StoreError {
             }
             // statement_timeout (57014) and connection-class errors mean "try later".
             sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| c == "57014" || c.starts_with("08") || c == "57P01" || c == "57P03") =>
+                if db.code().is_some_and(|c| {
+                    c == "57014" || c.starts_with("08") || c == "57P01" || c == "57P03"
+                }) =>
             {
                 StoreError::Unavailable(e)
             }

@@ -37,7 +37,12 @@ pub enum RateLimiter {
 
 impl RateLimiter {
     /// Counts one request of `client` at `endpoint` against `spec`.
-    pub async fn hit(&self, endpoint: &str, client: &str, spec: RateSpec) -> Result<RateDecision, LimiterUnavailable> {
+    pub async fn hit(
+        &self,
+        endpoint: &str,
+        client: &str,
+        spec: RateSpec,
+    ) -> Result<RateDecision, LimiterUnavailable> {
         match self {
             Self::Redis(r) => r.hit(endpoint, client, spec).await,
             Self::Local(l) => Ok(l.hit(endpoint, client, spec, Instant::now())),
@@ -64,7 +69,9 @@ pub struct RedisLimiter {
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLimiter").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,7 +112,12 @@ impl RedisLimiter {
         Ok(manager)
     }
 
-    async fn hit(&self, endpoint: &str, client: &str, spec: RateSpec) -> Result<RateDecision, LimiterUnavailable> {
+    async fn hit(
+        &self,
+        endpoint: &str,
+        client: &str,
+        spec: RateSpec,
+    ) -> Result<RateDecision, LimiterUnavailable> {
         let mut conn = self.connection().await?;
         let window_ms = u64::try_from(spec.window.as_millis()).unwrap_or(u64::MAX);
         let key = format!("{}:{endpoint}:{client}", self.prefix);
@@ -147,7 +159,8 @@ impl LocalLimiter {
             Err(poisoned) => poisoned.into_inner(),
         };
         if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(86_400));
+            windows
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(86_400));
         }
         let key = format!("{endpoint}:{client}");
         let entry = windows.entry(key).or_insert((now, 0));
@@ -178,6 +191,9 @@ mod tests {
         assert!(l.hit("login", "5.6.7.8", spec, t0).allowed);
         assert!(l.hit("register", "1.2.3.4", spec, t0).allowed);
         // A new window opens after the old one ends.
-        assert!(l.hit("login", "1.2.3.4", spec, t0 + Duration::from_secs(61)).allowed);
+        assert!(
+            l.hit("login", "1.2.3.4", spec, t0 + Duration::from_secs(61))
+                .allowed
+        );
     }
 }

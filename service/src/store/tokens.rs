@@ -24,7 +24,12 @@ pub enum Redeemed {
 }
 
 /// Stores a new token (by hash) starting a new family.
-pub async fn issue(pool: &PgPool, hash: &[u8], user: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()> {
+pub async fn issue(
+    pool: &PgPool,
+    hash: &[u8],
+    user: Uuid,
+    expires_at: DateTime<Utc>,
+) -> StoreResult<()> {
     sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(hash)
         .bind(user)
@@ -36,7 +41,13 @@ pub async fn issue(pool: &PgPool, hash: &[u8], user: Uuid, expires_at: DateTime<
 }
 
 /// Spends `hash` and stores `successor` in its family, atomically.
-pub async fn rotate(pool: &PgPool, hash: &[u8], successor: &[u8], now: DateTime<Utc>, expires_at: DateTime<Utc>) -> StoreResult<Redeemed> {
+pub async fn rotate(
+    pool: &PgPool,
+    hash: &[u8],
+    successor: &[u8],
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> StoreResult<Redeemed> {
     let mut tx = pool.begin().await?;
     let spent: Option<(Uuid, Uuid)> = sqlx::query_as(
         "UPDATE refresh_tokens SET used_at = $2
@@ -75,12 +86,18 @@ pub async fn rotate(pool: &PgPool, hash: &[u8], successor: &[u8], now: DateTime<
     Ok(Redeemed::Rotated { user_id })
 }
 
-async fn revoke_family_in(tx: &mut sqlx::PgConnection, family: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-        .bind(family)
-        .bind(now)
-        .execute(tx)
-        .await?;
+async fn revoke_family_in(
+    tx: &mut sqlx::PgConnection,
+    family: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .bind(now)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

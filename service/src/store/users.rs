@@ -54,7 +54,11 @@ pub struct NewUser<'a> {
 }
 
 /// Which unique field, if any, an existing user already holds.
-pub async fn taken_field(pool: &PgPool, username: &str, email: &str) -> StoreResult<Option<&'static str>> {
+pub async fn taken_field(
+    pool: &PgPool,
+    username: &str,
+    email: &str,
+) -> StoreResult<Option<&'static str>> {
     let row: Option<(bool, bool)> = sqlx::query_as(
         "SELECT lower(username) = lower($1), lower(email) = lower($2) FROM users
          WHERE lower(username) = lower($1) OR lower(email) = lower($2) LIMIT 1",
@@ -98,10 +102,12 @@ pub async fn create(pool: &PgPool, new: NewUser<'_>) -> StoreResult<UserRow> {
 
 /// A user by id.
 pub async fn by_id(pool: &PgPool, id: Uuid) -> StoreResult<Option<UserRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// A user by username (case-insensitive).
@@ -118,11 +124,19 @@ pub async fn by_username(pool: &PgPool, username: &str) -> StoreResult<Option<Us
 ///
 /// Iterative index scans (pgvector 0.8) keep the scan going when the join filter drops
 /// rows, so inactive users do not starve the result.
-pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64, ef_search: u32) -> StoreResult<Vec<Candidate>> {
+pub async fn nearest(
+    pool: &PgPool,
+    embedding: &[f32],
+    limit: i64,
+    ef_search: u32,
+) -> StoreResult<Vec<Candidate>> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&format!("SET LOCAL hnsw.ef_search = {}", ef_search.clamp(1, 1000)))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "SET LOCAL hnsw.ef_search = {}",
+        ef_search.clamp(1, 1000)
+    ))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
         .execute(&mut *tx)
         .await?;
@@ -148,7 +162,11 @@ pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64, ef_search: u3
 }
 
 /// Distance from `embedding` to the nearest template of one user (1:1 verification).
-pub async fn distance_to_user(pool: &PgPool, user: Uuid, embedding: &[f32]) -> StoreResult<Option<f32>> {
+pub async fn distance_to_user(
+    pool: &PgPool,
+    user: Uuid,
+    embedding: &[f32],
+) -> StoreResult<Option<f32>> {
     let d: Option<f64> = sqlx::query_scalar(
         "SELECT min(embedding <-> $2)::float8 FROM face_embeddings WHERE user_id = $1",
     )
@@ -161,7 +179,12 @@ pub async fn distance_to_user(pool: &PgPool, user: Uuid, embedding: &[f32]) -> S
 
 /// Adds a template to a user, unless the user already has [`MAX_FACES_PER_USER`].
 /// Returns the new template's id, or `None` when the user is at the limit.
-pub async fn add_face(pool: &PgPool, user: Uuid, embedding: &[f32], model_version: &str) -> StoreResult<Option<Uuid>> {
+pub async fn add_face(
+    pool: &PgPool,
+    user: Uuid,
+    embedding: &[f32],
+    model_version: &str,
+) -> StoreResult<Option<Uuid>> {
     let mut tx = pool.begin().await?;
     // Lock the user row so concurrent enrolments count correctly.
     sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
@@ -195,10 +218,12 @@ pub async fn add_face(pool: &PgPool, user: Uuid, embedding: &[f32], model_versio
 
 /// Number of templates a user has.
 pub async fn face_count(pool: &PgPool, user: Uuid) -> StoreResult<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM face_embeddings WHERE user_id = $1")
-        .bind(user)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM face_embeddings WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Erases a user: the row, every template and refresh token (cascade). Failed attempts
@@ -212,7 +237,13 @@ pub async fn delete(pool: &PgPool, user: Uuid) -> StoreResult<bool> {
 }
 
 /// Sets or clears the lock. Clearing also restarts the lockout counting window.
-pub async fn set_locked(pool: &PgPool, user: Uuid, locked: bool, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> StoreResult<Option<UserRow>> {
+pub async fn set_locked(
+    pool: &PgPool,
+    user: Uuid,
+    locked: bool,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!(
         "UPDATE users SET is_locked = $2, locked_until = $3, lockout_reset_at = $4, updated_at = $4
          WHERE id = $1 RETURNING {USER_COLUMNS}"
@@ -226,7 +257,12 @@ pub async fn set_locked(pool: &PgPool, user: Uuid, locked: bool, until: Option<D
 }
 
 /// Activates or deactivates a user.
-pub async fn set_active(pool: &PgPool, user: Uuid, active: bool, now: DateTime<Utc>) -> StoreResult<Option<UserRow>> {
+pub async fn set_active(
+    pool: &PgPool,
+    user: Uuid,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!(
         "UPDATE users SET is_active = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
     ))

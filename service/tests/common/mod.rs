@@ -61,7 +61,10 @@ pub fn engine() -> FaceEngine {
 
 /// A fresh schema name, unique per call.
 pub fn unique_schema(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
+    format!(
+        "{prefix}_{}",
+        uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+    )
 }
 
 /// Serve settings for a test tenant: defaults, plus `extra` flags (`--name value`).
@@ -94,7 +97,10 @@ pub fn serve_args_with_url(schema: &str, database_url: &str, extra: &[&str]) -> 
         repo_root().join("models").display().to_string(),
     ];
     // Tests register many users from one address: generous limits unless a test sets its own.
-    for (flag, value) in [("--rate-limit-register", "1000/hour"), ("--rate-limit-login", "1000/minute")] {
+    for (flag, value) in [
+        ("--rate-limit-register", "1000/hour"),
+        ("--rate-limit-login", "1000/minute"),
+    ] {
         if !extra.contains(&flag) {
             args.extend([flag.to_owned(), value.to_owned()]);
         }
@@ -126,7 +132,9 @@ impl Tenant {
     pub async fn with_schema_and_url(schema: &str, url: &str, extra: &[&str]) -> Tenant {
         let args = serve_args_with_url(schema, url, extra);
         let state = AppState::new(args, engine()).expect("state");
-        faceid_migrations::apply(state.db(), schema).await.expect("migrations");
+        faceid_migrations::apply(state.db(), schema)
+            .await
+            .expect("migrations");
         let app = faceid_service::http::app(state.clone());
         Tenant {
             state,
@@ -142,7 +150,12 @@ impl Tenant {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Reply {
             status,
@@ -162,7 +175,13 @@ impl Tenant {
         self.send(body, ip).await
     }
 
-    pub async fn register_with(&self, username: &str, email: &str, password: &str, image: &[u8]) -> Reply {
+    pub async fn register_with(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+        image: &[u8],
+    ) -> Reply {
         let body = Multipart::new()
             .text("username", username)
             .text("email", email)
@@ -185,7 +204,8 @@ impl Tenant {
         if let Some(t) = bearer {
             r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        self.send(r.body(Body::empty()).expect("request"), "127.0.0.1").await
+        self.send(r.body(Body::empty()).expect("request"), "127.0.0.1")
+            .await
     }
 
     pub async fn post_json(&self, path: &str, json: Value, bearer: Option<&str>) -> Reply {
@@ -193,7 +213,11 @@ impl Tenant {
         if let Some(t) = bearer {
             r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        self.send(r.body(Body::from(json.to_string())).expect("request"), "127.0.0.1").await
+        self.send(
+            r.body(Body::from(json.to_string())).expect("request"),
+            "127.0.0.1",
+        )
+        .await
     }
 
     pub async fn admin_post(&self, path: &str) -> Reply {
@@ -210,7 +234,10 @@ impl Tenant {
 
     /// Runs a scalar SQL query inside this tenant's schema.
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(self.state.db()).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(self.state.db())
+            .await
+            .expect(sql)
     }
 }
 
@@ -232,7 +259,12 @@ impl Reply {
     /// Asserts the status, printing the body on failure.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 
@@ -241,21 +273,40 @@ impl Reply {
     pub fn expect_error(&self, status: u16, code: &str) -> &Self {
         self.expect(status);
         assert_eq!(self.code(), code, "body: {}", self.text);
-        assert!(self.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.text);
-        assert!(self.json["request_id"].as_str().is_some(), "no request id: {}", self.text);
+        assert!(
+            self.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.text
+        );
+        assert!(
+            self.json["request_id"].as_str().is_some(),
+            "no request id: {}",
+            self.text
+        );
         self
     }
 
     pub fn access_token(&self) -> String {
-        self.json["access_token"].as_str().expect("access_token").to_owned()
+        self.json["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     pub fn refresh_token(&self) -> String {
-        self.json["refresh_token"].as_str().expect("refresh_token").to_owned()
+        self.json["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned()
     }
 
     pub fn user_id(&self) -> String {
-        self.json["user"]["id"].as_str().expect("user.id").to_owned()
+        self.json["user"]["id"]
+            .as_str()
+            .expect("user.id")
+            .to_owned()
     }
 }
 
@@ -275,7 +326,11 @@ impl Multipart {
 
     pub fn text(mut self, name: &str, value: &str) -> Self {
         self.body.extend_from_slice(
-            format!("--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n", self.boundary).as_bytes(),
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+                self.boundary
+            )
+            .as_bytes(),
         );
         self
     }
@@ -294,9 +349,13 @@ impl Multipart {
     }
 
     pub fn request(mut self, path: &str) -> Request<Body> {
-        self.body.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        self.body
+            .extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
         Request::post(path)
-            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={}", self.boundary))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={}", self.boundary),
+            )
             .header(header::CONTENT_LENGTH, self.body.len())
             .body(Body::from(self.body))
             .expect("request")

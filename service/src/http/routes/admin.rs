@@ -44,7 +44,9 @@ fn hours_in_range(hours: Option<i64>, default: i64) -> ApiResult<i64> {
     if (1..=720).contains(&hours) {
         Ok(hours)
     } else {
-        Err(ApiError::Validation("hours must be between 1 and 720".to_owned()))
+        Err(ApiError::Validation(
+            "hours must be between 1 and 720".to_owned(),
+        ))
     }
 }
 
@@ -68,7 +70,9 @@ pub async fn failed_attempts(
     let hours = hours_in_range(q.hours, 24)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Validation("limit must be between 1 and 1000".to_owned()));
+        return Err(ApiError::Validation(
+            "limit must be between 1 and 1000".to_owned(),
+        ));
     }
     let since = Utc::now() - Duration::hours(hours);
     Ok(Json(FailedAttempts {
@@ -118,7 +122,9 @@ pub async fn suspicious_activity(
     let Query(q) = query.map_err(query_error)?;
     let threshold = q.threshold.unwrap_or(5);
     if !(1..=10_000).contains(&threshold) {
-        return Err(ApiError::Validation("threshold must be between 1 and 10000".to_owned()));
+        return Err(ApiError::Validation(
+            "threshold must be between 1 and 10000".to_owned(),
+        ));
     }
     let hours = hours_in_range(q.hours, 24)?;
     let since = Utc::now() - Duration::hours(hours);
@@ -158,7 +164,10 @@ pub struct MetricsSummary {
         (status = 403, description = "`forbidden`", body = ErrorBody),
     )
 )]
-pub async fn metrics_summary(State(state): State<AppState>, _: Admin) -> ApiResult<Json<MetricsSummary>> {
+pub async fn metrics_summary(
+    State(state): State<AppState>,
+    _: Admin,
+) -> ApiResult<Json<MetricsSummary>> {
     let now = Utc::now();
     let (total, active, locked) = users::counts(state.db(), now).await?;
     let day = now - Duration::hours(24);
@@ -169,7 +178,10 @@ pub async fn metrics_summary(State(state): State<AppState>, _: Admin) -> ApiResu
         locked_accounts: locked,
         failed_attempts_24h: attempts::count_since(state.db(), day).await?,
         failed_attempts_1h: attempts::count_since(state.db(), now - Duration::hours(1)).await?,
-        failures_by_reason_24h: attempts::by_reason(state.db(), day).await?.into_iter().collect(),
+        failures_by_reason_24h: attempts::by_reason(state.db(), day)
+            .await?
+            .into_iter()
+            .collect(),
     }))
 }
 
@@ -185,10 +197,16 @@ pub async fn metrics_summary(State(state): State<AppState>, _: Admin) -> ApiResu
         (status = 422, description = "`validation_error`", body = ErrorBody),
     )
 )]
-pub async fn unlock(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<UserOut>> {
+pub async fn unlock(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserOut>> {
     let id = parse_user_id(&id)?;
     let now = Utc::now();
-    let row = users::set_locked(state.db(), id, false, None, now).await?.ok_or(ApiError::NotFound("user"))?;
+    let row = users::set_locked(state.db(), id, false, None, now)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     tracing::info!(event = "account_unlocked", user_id = %id, "account unlocked by admin");
     Ok(Json(crate::flows::user_out(row, now)))
 }
@@ -205,7 +223,11 @@ pub async fn unlock(State(state): State<AppState>, _: Admin, Path(id): Path<Stri
         (status = 422, description = "`validation_error`", body = ErrorBody),
     )
 )]
-pub async fn deactivate(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<UserOut>> {
+pub async fn deactivate(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserOut>> {
     set_active(state, id, false).await
 }
 
@@ -221,14 +243,20 @@ pub async fn deactivate(State(state): State<AppState>, _: Admin, Path(id): Path<
         (status = 422, description = "`validation_error`", body = ErrorBody),
     )
 )]
-pub async fn activate(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<Json<UserOut>> {
+pub async fn activate(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserOut>> {
     set_active(state, id, true).await
 }
 
 async fn set_active(state: AppState, id: String, active: bool) -> ApiResult<Json<UserOut>> {
     let id = parse_user_id(&id)?;
     let now = Utc::now();
-    let row = users::set_active(state.db(), id, active, now).await?.ok_or(ApiError::NotFound("user"))?;
+    let row = users::set_active(state.db(), id, active, now)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     tracing::info!(event = if active { "account_activated" } else { "account_deactivated" }, user_id = %id, "account state changed by admin");
     Ok(Json(crate::flows::user_out(row, now)))
 }

@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use crate::flows::{self, Limit, LoggedIn, Registered, Registration, TokenPair, UserOut};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AuthUser, Client, Form, validate_email, validate_password, validate_username};
+use crate::http::extract::{
+    AuthUser, Client, Form, validate_email, validate_password, validate_username,
+};
 use crate::state::AppState;
 
 /// Multipart body of `POST /api/v1/auth/register`.
@@ -66,7 +68,13 @@ pub async fn register(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
     flows::rate_limit(&state, Limit::Register, &client).await?;
-    let form = Form::read(multipart, &["username", "email", "password"], &["face_image"], state.config().max_upload_bytes).await?;
+    let form = Form::read(
+        multipart,
+        &["username", "email", "password"],
+        &["face_image"],
+        state.config().max_upload_bytes,
+    )
+    .await?;
     let input = Registration {
         username: validate_username(form.text("username")?)?,
         email: validate_email(form.text("email")?)?,
@@ -104,19 +112,37 @@ pub async fn login(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<LoggedIn>> {
     flows::rate_limit(&state, Limit::Login, &client).await?;
-    let form = Form::read(multipart, &["username"], &["face_image"], state.config().max_upload_bytes).await?;
-    let username = form.optional_text("username").map(validate_username).transpose()?;
+    let form = Form::read(
+        multipart,
+        &["username"],
+        &["face_image"],
+        state.config().max_upload_bytes,
+    )
+    .await?;
+    let username = form
+        .optional_text("username")
+        .map(validate_username)
+        .transpose()?;
     let image = form.file("face_image")?;
     Ok(Json(flows::login(&state, &client, username, image).await?))
 }
 
-fn refresh_body(body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>) -> ApiResult<RefreshRequest> {
+fn refresh_body(
+    body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<RefreshRequest> {
     use axum::extract::rejection::JsonRejection as R;
     match body {
         Ok(Json(b)) if !b.refresh_token.is_empty() && b.refresh_token.len() <= 256 => Ok(b),
-        Ok(_) => Err(ApiError::Validation("refresh_token must be 1-256 characters".to_owned())),
-        Err(R::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType("expected an application/json body")),
-        Err(e) => Err(ApiError::Validation(format!("invalid JSON body: {}", e.body_text()))),
+        Ok(_) => Err(ApiError::Validation(
+            "refresh_token must be 1-256 characters".to_owned(),
+        )),
+        Err(R::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
+            "expected an application/json body",
+        )),
+        Err(e) => Err(ApiError::Validation(format!(
+            "invalid JSON body: {}",
+            e.body_text()
+        ))),
     }
 }
 
@@ -177,7 +203,11 @@ pub async fn logout(
         (status = 429, description = "`rate_limited`", body = ErrorBody),
     )
 )]
-pub async fn me(State(state): State<AppState>, client: Client, user: AuthUser) -> ApiResult<Json<UserOut>> {
+pub async fn me(
+    State(state): State<AppState>,
+    client: Client,
+    user: AuthUser,
+) -> ApiResult<Json<UserOut>> {
     flows::rate_limit(&state, Limit::Default, &client).await?;
     Ok(Json(flows::me(&state, user.id).await?))
 }

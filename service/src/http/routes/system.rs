@@ -57,8 +57,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(e) => {
             ok = false;
-            state.metrics().dependency_errors.with_label_values(&["postgresql"]).inc();
-            let key = if e.starts_with("pgvector") { "pgvector" } else { "postgresql" };
+            state
+                .metrics()
+                .dependency_errors
+                .with_label_values(&["postgresql"])
+                .inc();
+            let key = if e.starts_with("pgvector") {
+                "pgvector"
+            } else {
+                "postgresql"
+            };
             checks.insert(key, e);
         }
     }
@@ -75,7 +83,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
     }
     checks.insert("models", format!("ok ({})", state.engine().model_version()));
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = Readiness {
         status: if ok { "ready" } else { "not_ready" },
         checks,
@@ -88,7 +100,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics().render(),
     )
         .into_response()

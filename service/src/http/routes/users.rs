@@ -42,7 +42,13 @@ pub async fn add_face(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<FaceEnrolled>)> {
     flows::rate_limit(&state, Limit::Default, &client).await?;
-    let form = Form::read(multipart, &[], &["face_image"], state.config().max_upload_bytes).await?;
+    let form = Form::read(
+        multipart,
+        &[],
+        &["face_image"],
+        state.config().max_upload_bytes,
+    )
+    .await?;
     let enrolled = flows::enroll_face(&state, user.id, form.file("face_image")?).await?;
     Ok((StatusCode::CREATED, Json(enrolled)))
 }
@@ -59,7 +65,11 @@ pub async fn add_face(
         (status = 429, description = "`rate_limited`", body = ErrorBody),
     )
 )]
-pub async fn delete_me(State(state): State<AppState>, client: Client, user: AuthUser) -> ApiResult<StatusCode> {
+pub async fn delete_me(
+    State(state): State<AppState>,
+    client: Client,
+    user: AuthUser,
+) -> ApiResult<StatusCode> {
     flows::rate_limit(&state, Limit::Default, &client).await?;
     flows::erase(&state, user.id).await?;
     Ok(StatusCode::NO_CONTENT)
