@@ -75,3 +75,12 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_user_idx ON refresh_tokens (user_id);
 CREATE INDEX refresh_tokens_family_idx ON refresh_tokens (family_id);
+
+-- Which template key protects the stored embeddings (a public fingerprint, not the key),
+-- so a service started with the wrong TEMPLATE_KEY refuses to start instead of
+-- silently failing every login, and re-keying can check it was given the right old key.
+CREATE TABLE template_protection (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    fingerprint text        NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

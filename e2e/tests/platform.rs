@@ -180,6 +180,7 @@ async fn two_tenants_on_one_platform() {
                 .unwrap(),
             secret_key: database::generate_secret(48),
             admin_api_key: database::generate_secret(32),
+            template_key: database::generate_secret(48),
             redis_url: Some(redis_url.clone()),
         };
         let mut env: BTreeMap<String, String> = render_env(t, &secrets);

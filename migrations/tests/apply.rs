@@ -47,6 +47,7 @@ async fn applies_once_and_is_idempotent() {
             "failed_login_attempts",
             "refresh_tokens",
             "schema_migrations",
+            "template_protection",
             "users"
         ]
     );

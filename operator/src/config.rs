@@ -15,7 +15,13 @@ use crate::crd::FaceIdTenant;
 pub const SERVICE_PORT: u16 = 8000;
 
 /// Names of the environment variables that come from Secrets, never from the ConfigMap.
-pub const SECRET_ENV: [&str; 4] = ["DATABASE_URL", "SECRET_KEY", "ADMIN_API_KEY", "REDIS_URL"];
+pub const SECRET_ENV: [&str; 5] = [
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "TEMPLATE_KEY",
+    "ADMIN_API_KEY",
+    "REDIS_URL",
+];
 
 /// The secret values of one tenant.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +32,8 @@ pub struct TenantSecrets {
     pub secret_key: String,
     /// Admin bearer credential.
     pub admin_api_key: String,
+    /// Key of the tenant's biometric template transform (at least 32 bytes).
+    pub template_key: String,
     /// Redis URL, when the tenant has Redis.
     pub redis_url: Option<String>,
 }
@@ -129,6 +137,7 @@ pub fn render_env(tenant: &FaceIdTenant, secrets: &TenantSecrets) -> BTreeMap<St
     env.insert("DATABASE_URL".to_owned(), secrets.database_url.clone());
     env.insert("SECRET_KEY".to_owned(), secrets.secret_key.clone());
     env.insert("ADMIN_API_KEY".to_owned(), secrets.admin_api_key.clone());
+    env.insert("TEMPLATE_KEY".to_owned(), secrets.template_key.clone());
     if let Some(redis) = &secrets.redis_url {
         env.insert("REDIS_URL".to_owned(), redis.clone());
     }
@@ -201,6 +210,7 @@ mod tests {
             database_url: "postgres://r:p@h/db".into(),
             secret_key: "k".repeat(64),
             admin_api_key: "a".repeat(48),
+            template_key: "t".repeat(40),
             redis_url: Some("redis://r:6379/0".into()),
         };
         let env = render_env(&t, &secrets);
@@ -208,7 +218,13 @@ mod tests {
         let extra: Vec<&String> = env.keys().filter(|k| !config.contains_key(*k)).collect();
         assert_eq!(
             extra,
-            ["ADMIN_API_KEY", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"]
+            [
+                "ADMIN_API_KEY",
+                "DATABASE_URL",
+                "REDIS_URL",
+                "SECRET_KEY",
+                "TEMPLATE_KEY"
+            ]
         );
         assert_eq!(env["REDIS_URL"], "redis://r:6379/0");
         let without_redis = render_env(
@@ -240,6 +256,7 @@ mod tests {
             database_url: "postgres://r:hunter2@h/db".into(),
             secret_key: "supersecretsupersecretsupersecret".into(),
             admin_api_key: "adminadminadmin!".into(),
+            template_key: "t".repeat(40),
             redis_url: None,
         };
         let shown = format!("{s:?}");

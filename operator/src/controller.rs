@@ -485,6 +485,7 @@ async fn read_ref(
 struct Credentials {
     secret_key: String,
     admin_api_key: String,
+    template_key: String,
     database_password: String,
     generated: bool,
 }
@@ -497,12 +498,17 @@ fn credentials(existing: Option<&Secret>) -> Credentials {
     };
     let secret_key = read(keys::SECRET_KEY, 32);
     let admin_api_key = read(keys::ADMIN_API_KEY, 32);
+    let template_key = read(keys::TEMPLATE_KEY, 32);
     let database_password =
         read(keys::DATABASE_PASSWORD, 16).filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric()));
-    let generated = secret_key.is_none() || admin_api_key.is_none() || database_password.is_none();
+    let generated = secret_key.is_none()
+        || admin_api_key.is_none()
+        || template_key.is_none()
+        || database_password.is_none();
     Credentials {
         secret_key: secret_key.unwrap_or_else(|| generate_secret(64)),
         admin_api_key: admin_api_key.unwrap_or_else(|| generate_secret(48)),
+        template_key: template_key.unwrap_or_else(|| generate_secret(64)),
         database_password: database_password.unwrap_or_else(|| generate_secret(32)),
         generated,
     }
@@ -682,7 +688,7 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
                     reason: "CredentialsGenerated".to_owned(),
                     action: "GenerateCredentials",
                     note: format!(
-                        "generated SECRET_KEY, ADMIN_API_KEY and the database password in Secret {}",
+                        "generated SECRET_KEY, ADMIN_API_KEY, TEMPLATE_KEY and the database password in Secret {}",
                         resources::secret_name(tenant)
                     ),
                 },
@@ -795,6 +801,7 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
             database_url,
             secret_key: creds.secret_key,
             admin_api_key: creds.admin_api_key,
+            template_key: creds.template_key,
             redis_url,
         },
         database_password: creds.database_password,

@@ -40,6 +40,8 @@ pub mod keys {
     pub const SECRET_KEY: &str = "SECRET_KEY";
     /// Admin bearer credential.
     pub const ADMIN_API_KEY: &str = "ADMIN_API_KEY";
+    /// Key of the biometric template transform.
+    pub const TEMPLATE_KEY: &str = "TEMPLATE_KEY";
     /// Password of the tenant's database role.
     pub const DATABASE_PASSWORD: &str = "DATABASE_PASSWORD";
     /// URL of the tenant's database role.
@@ -180,6 +182,10 @@ pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
             ByteString(s.admin_api_key.clone().into_bytes()),
         ),
         (
+            keys::TEMPLATE_KEY.to_owned(),
+            ByteString(s.template_key.clone().into_bytes()),
+        ),
+        (
             keys::DATABASE_PASSWORD.to_owned(),
             ByteString(inputs.database_password.clone().into_bytes()),
         ),
@@ -256,6 +262,7 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
         secret_env("DATABASE_URL", &secret_name(tenant), keys::DATABASE_URL),
         secret_env("SECRET_KEY", &secret_name(tenant), keys::SECRET_KEY),
         secret_env("ADMIN_API_KEY", &secret_name(tenant), keys::ADMIN_API_KEY),
+        secret_env("TEMPLATE_KEY", &secret_name(tenant), keys::TEMPLATE_KEY),
     ];
     if let Some(redis) = &spec.redis {
         env.push(secret_env(
@@ -496,6 +503,7 @@ mod tests {
                 database_url: "postgres://faceid_acme:pw@db/faceid".into(),
                 secret_key: "k".repeat(64),
                 admin_api_key: "a".repeat(48),
+                template_key: "t".repeat(64),
                 redis_url: redis.map(str::to_owned),
             },
             database_password: "pw".into(),
@@ -582,7 +590,12 @@ mod tests {
         assert_eq!(c.resources, Some(default_resources()));
         assert_eq!(
             env_names(&d.deployment),
-            ["DATABASE_URL", "SECRET_KEY", "ADMIN_API_KEY"]
+            [
+                "DATABASE_URL",
+                "SECRET_KEY",
+                "ADMIN_API_KEY",
+                "TEMPLATE_KEY"
+            ]
         );
         // The selector matches the pod labels, the Service and the budget.
         let selector = spec.selector.match_labels.as_ref().unwrap();
@@ -638,9 +651,15 @@ mod tests {
         assert_eq!(c.image.as_deref(), Some("img:1"));
         assert_eq!(
             env_names(&d.deployment),
-            ["DATABASE_URL", "SECRET_KEY", "ADMIN_API_KEY", "REDIS_URL"]
+            [
+                "DATABASE_URL",
+                "SECRET_KEY",
+                "ADMIN_API_KEY",
+                "TEMPLATE_KEY",
+                "REDIS_URL"
+            ]
         );
-        let redis = &c.env.as_ref().unwrap()[3];
+        let redis = &c.env.as_ref().unwrap()[4];
         let sel = redis
             .value_from
             .as_ref()

@@ -53,6 +53,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
     pub secret_key: String,
 
+    /// Secret from which the tenant's template transform is derived (embeddings are
+    /// stored rotated by a key-derived orthogonal matrix). At least 32 bytes. Unset: derived
+    /// from SECRET_KEY, which then cannot be rotated without `faceid rekey`; set it
+    /// explicitly in production (the operator does).
+    #[arg(long, env = "TEMPLATE_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    pub template_key: Option<String>,
+
     /// Bearer credential for the admin endpoints: at least 16 bytes.
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true, value_parser = parse_admin_key)]
     pub admin_api_key: String,
@@ -155,6 +162,11 @@ impl std::fmt::Debug for ServeArgs {
 }
 
 impl ServeArgs {
+    /// The tenant's template transform: from TEMPLATE_KEY, else derived from SECRET_KEY.
+    pub fn template_key(&self) -> crate::domain::templates::TemplateKey {
+        template_key(self.template_key.as_deref(), &self.secret_key)
+    }
+
     /// Access-token lifetime.
     pub fn access_ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.access_token_expire_minutes) * 60)
@@ -162,6 +174,21 @@ impl ServeArgs {
     /// Refresh-token lifetime.
     pub fn refresh_ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.refresh_token_expire_days) * 86_400)
+    }
+}
+
+/// The template transform from an explicit key, or derived from the signing key.
+pub fn template_key(
+    explicit: Option<&str>,
+    secret_key: &str,
+) -> crate::domain::templates::TemplateKey {
+    match explicit {
+        Some(key) => crate::domain::templates::TemplateKey::derive(key.as_bytes()),
+        None => {
+            let mut derived = b"derived-from-SECRET_KEY\0".to_vec();
+            derived.extend_from_slice(secret_key.as_bytes());
+            crate::domain::templates::TemplateKey::derive(&derived)
+        }
     }
 }
 

@@ -335,13 +335,16 @@ async fn register_inner(
         return Err(ApiError::SpoofDetected);
     }
     let password_hash = hash_password(input.password).await?;
+    let template = state
+        .templates()
+        .protect(analysis.face.embedding.as_slice());
     let user = users::create(
         state.db(),
         users::NewUser {
             username: input.username,
             email: input.email,
             password_hash: &password_hash,
-            embedding: analysis.face.embedding.as_slice(),
+            embedding: &template,
             model_version: state.engine().model_version(),
         },
     )
@@ -406,7 +409,12 @@ async fn login_inner(
         }
     };
     let liveness = analysis.liveness.as_ref().map(|l| l.score);
-    let embedding = analysis.face.embedding.as_slice();
+    // Stored templates are protected; the probe is protected the same way (distances
+    // are preserved).
+    let template = state
+        .templates()
+        .protect(analysis.face.embedding.as_slice());
+    let embedding = template.as_slice();
     let tolerance = state.engine().tolerance();
 
     // Find who the face belongs to.
@@ -648,7 +656,10 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
         tracing::warn!(event = "spoof_detected", flow = "enroll", user_id = %user, "enrolment refused by liveness");
         return Err(ApiError::SpoofDetected);
     }
-    let embedding = analysis.face.embedding.as_slice();
+    let template = state
+        .templates()
+        .protect(analysis.face.embedding.as_slice());
+    let embedding = template.as_slice();
     let distance = users::distance_to_user(state.db(), user, embedding)
         .await?
         .unwrap_or(f32::INFINITY);

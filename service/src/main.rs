@@ -26,6 +26,25 @@ enum Command {
         #[arg(long, env = "DATABASE_SCHEMA", default_value = "public")]
         database_schema: String,
     },
+    /// Re-protect every stored template of a tenant from one template key to another, in
+    /// one transaction (logins keep working once the service runs with the new key).
+    Rekey {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// The tenant schema.
+        #[arg(long, env = "DATABASE_SCHEMA", default_value = "public")]
+        database_schema: String,
+        /// The signing key (only used when the old template key was derived from it).
+        #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+        /// The template key the templates are protected with now (unset: derived from SECRET_KEY).
+        #[arg(long, env = "TEMPLATE_KEY", hide_env_values = true)]
+        template_key: Option<String>,
+        /// The new template key (at least 32 bytes).
+        #[arg(long, env = "NEW_TEMPLATE_KEY", hide_env_values = true)]
+        new_template_key: String,
+    },
     /// Print the OpenAPI document (JSON) of the HTTP API.
     Openapi,
     #[command(flatten)]
@@ -42,6 +61,21 @@ fn main() -> std::process::ExitCode {
             database_url,
             database_schema,
         } => runtime().and_then(|rt| rt.block_on(migrate(&database_url, &database_schema))),
+        Command::Rekey {
+            database_url,
+            database_schema,
+            secret_key,
+            template_key,
+            new_template_key,
+        } => runtime().and_then(|rt| {
+            rt.block_on(rekey(
+                &database_url,
+                &database_schema,
+                &secret_key,
+                template_key.as_deref(),
+                &new_template_key,
+            ))
+        }),
         Command::Openapi => {
             use utoipa::OpenApi;
             faceid_service::http::openapi::ApiDoc::openapi()
@@ -78,6 +112,38 @@ async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
     println!(
         "schema {schema}: version {}, newly applied {:?}",
         applied.current, applied.newly_applied
+    );
+    Ok(())
+}
+
+async fn rekey(
+    url: &str,
+    schema: &str,
+    secret_key: &str,
+    old: Option<&str>,
+    new: &str,
+) -> anyhow::Result<()> {
+    use faceid_service::config::template_key;
+    anyhow::ensure!(
+        new.len() >= 32,
+        "NEW_TEMPLATE_KEY must be at least 32 bytes"
+    );
+    faceid_migrations::validate_schema_name(schema)?;
+    let pool = faceid_service::store::db::connect_lazy(
+        url,
+        schema,
+        2,
+        std::time::Duration::from_secs(3600),
+    )?;
+    let old = template_key(old, secret_key);
+    let new = template_key(Some(new), secret_key);
+    let done = faceid_service::store::templates::rekey(&pool, &old, &new).await?;
+    println!(
+        "schema {schema}: re-protected {} registration templates and {} face templates; key fingerprint {} -> {}. Restart the service with TEMPLATE_KEY set to the new key.",
+        done.users,
+        done.faces,
+        old.fingerprint(),
+        new.fingerprint()
     );
     Ok(())
 }

@@ -37,6 +37,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(schema = %args.database_schema, newly_applied = ?applied.newly_applied, version = applied.current, "schema up to date");
     }
 
+    check_template_key(&state).await?;
+
     let housekeeping = tokio::spawn({
         let state = state.clone();
         async move {
@@ -62,6 +64,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("serving")?;
     housekeeping.abort();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses to serve with a template key other than the one protecting the stored
+/// templates: every login would fail without a word.
+async fn check_template_key(state: &AppState) -> anyhow::Result<()> {
+    use crate::store::templates::{KeyCheck, check_or_record};
+    let key = state.templates();
+    if state.config().template_key.is_none() {
+        tracing::warn!(
+            "TEMPLATE_KEY is unset: templates are protected with a key derived from SECRET_KEY, which therefore cannot be rotated without `faceid rekey`"
+        );
+    }
+    match check_or_record(state.db(), key).await {
+        Ok(KeyCheck::Recorded) => {
+            tracing::info!(fingerprint = key.fingerprint(), "template key recorded")
+        }
+        Ok(KeyCheck::Matches) => tracing::info!(
+            fingerprint = key.fingerprint(),
+            "template key matches the stored templates"
+        ),
+        Ok(KeyCheck::Mismatch(stored)) => anyhow::bail!(
+            "TEMPLATE_KEY (fingerprint {}) is not the key protecting this schema's templates (fingerprint {stored}); \
+             use the original key, or move the templates with `faceid rekey`",
+            key.fingerprint()
+        ),
+        // The database may be down at start-up: /ready reports it; check again later.
+        Err(e) => tracing::warn!(error = %e, "could not check the template key yet"),
+    }
     Ok(())
 }
 

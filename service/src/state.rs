@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::config::ServeArgs;
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::templates::TemplateKey;
 use crate::domain::tokens::TokenService;
 use crate::face::FaceEngine;
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ struct Inner {
     tokens: TokenService,
     metrics: Metrics,
     lockout: LockoutPolicy,
+    templates: TemplateKey,
 }
 
 /// Failure to assemble the state.
@@ -77,6 +79,7 @@ impl AppState {
                 tokens,
                 metrics: Metrics::new()?,
                 lockout,
+                templates: config.template_key(),
                 config,
             }),
         })
@@ -105,6 +108,10 @@ impl AppState {
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+    /// The tenant's template protection.
+    pub fn templates(&self) -> &TemplateKey {
+        &self.inner.templates
     }
     /// Lockout policy.
     pub fn lockout(&self) -> &LockoutPolicy {

@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod db;
 pub mod ratelimit;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 
