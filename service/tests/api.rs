@@ -610,3 +610,34 @@ async fn request_ids_are_echoed() {
     let reply = t.send(r, IP).await;
     assert_ne!(reply.headers["x-request-id"], "<script>");
 }
+
+#[tokio::test]
+async fn spoofs_and_poor_photos_are_refused_with_their_own_codes() {
+    let t = Tenant::new(&[]).await;
+    // The printed-photo attack that the liveness fusion refuses (see docs/FACE_ENGINE.md).
+    t.register("printed", &face("spoof/attack/sfas_print_2.jpg"), IP)
+        .await
+        .expect_error(401, "spoof_detected");
+    t.login(&face("spoof/attack/sfas_print_2.jpg"), None, IP)
+        .await
+        .expect_error(401, "liveness_failed");
+    let recorded = t
+        .scalar_i64("SELECT count(*) FROM failed_login_attempts WHERE reason = 'liveness_failed' AND liveness_score < 0.7")
+        .await;
+    assert_eq!(recorded, 2);
+    // A heavily blurred photo: found, but refused for quality.
+    let photo = image::load_from_memory(&face("genuine/george_w_bush_1.jpg")).unwrap();
+    let blurred = image::DynamicImage::ImageRgba8(image::imageops::blur(&photo, 2.5));
+    let mut png = std::io::Cursor::new(Vec::new());
+    blurred.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let reply = t.register("blurry", png.get_ref(), IP).await;
+    reply.expect(400);
+    assert_eq!(reply.code(), "blurry", "{}", reply.text);
+    assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0);
+    // With liveness disabled by configuration, the same print is accepted (the setting works).
+    let open = Tenant::new(&["--liveness-enabled", "false"]).await;
+    let reply = open
+        .register("printed", &face("spoof/attack/sfas_print_2.jpg"), IP)
+        .await;
+    assert_ne!(reply.code(), "spoof_detected", "{}", reply.text);
+}
