@@ -641,3 +641,43 @@ async fn spoofs_and_poor_photos_are_refused_with_their_own_codes() {
         .await;
     assert_ne!(reply.code(), "spoof_detected", "{}", reply.text);
 }
+
+#[tokio::test]
+async fn housekeeping_deletes_old_attempts_and_updates_the_gauges() {
+    let t = Tenant::new(&["--failed-attempt-retention-days", "30"]).await;
+    t.register("sharon", &face("genuine/ariel_sharon_1.jpg"), IP)
+        .await
+        .expect(201);
+    for age_days in [45, 31, 29, 0] {
+        sqlx::query(
+            "INSERT INTO failed_login_attempts (id, ip_address, reason, attempted_at)
+             VALUES (gen_random_uuid(), '192.0.2.99', 'no_match', now() - make_interval(days => $1))",
+        )
+        .bind(age_days)
+        .execute(t.state.db())
+        .await
+        .unwrap();
+    }
+    faceid_service::flows::housekeeping(&t.state).await.unwrap();
+    assert_eq!(
+        t.scalar_i64("SELECT count(*) FROM failed_login_attempts")
+            .await,
+        2,
+        "only attempts within 30 days stay"
+    );
+    let metrics = t.get("/metrics", None).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l == "faceid_active_users_total 1"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l == "faceid_locked_accounts_total 0")
+    );
+}
