@@ -120,6 +120,14 @@ pub async fn by_username(pool: &PgPool, username: &str) -> StoreResult<Option<Us
     .await?)
 }
 
+/// The 1:N search: nearest templates of active users. Walks the HNSW index in distance
+/// order and joins each row to its user by primary key (tested with `EXPLAIN`).
+pub const NEAREST_SQL: &str = "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
+     FROM face_embeddings f JOIN users u ON u.id = f.user_id
+     WHERE u.is_active
+     ORDER BY f.embedding <-> $1
+     LIMIT $2";
+
 /// The `limit` templates of active users nearest to `embedding`, through the HNSW index.
 ///
 /// Iterative index scans (pgvector 0.8) keep the scan going when the join filter drops
@@ -140,17 +148,11 @@ pub async fn nearest(
     sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
         .execute(&mut *tx)
         .await?;
-    let rows: Vec<(Uuid, f64)> = sqlx::query_as(
-        "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
-         FROM face_embeddings f JOIN users u ON u.id = f.user_id
-         WHERE u.is_active
-         ORDER BY f.embedding <-> $1
-         LIMIT $2",
-    )
-    .bind(Vector::from(embedding.to_vec()))
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(Uuid, f64)> = sqlx::query_as(NEAREST_SQL)
+        .bind(Vector::from(embedding.to_vec()))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(rows
         .into_iter()
