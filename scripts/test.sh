@@ -61,11 +61,38 @@ run_tests() {
   # and the database tests would otherwise fight over the two cores.
   cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$LOG_DIR/cargo-test.log"
 }
+rm -f "$LOG_DIR/apiserver-test.log"
 step "tests" run_tests
 
-passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$LOG_DIR/cargo-test.log" | awk '{s+=$4} END {print s+0}')
-failed_tests=$(grep -Eo '[0-9]+ failed;' "$LOG_DIR/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+# The CRD against the real upstream apiextensions-apiserver (built from Debian packages
+# by ../shared/tools/kube-crd-server: ~3 minutes and ~4 GB under /opt/kubesrv the first
+# time, seconds after). When it cannot be built here, that is said, not hidden.
+apiserver_tests() {
+  local tool="$ROOT/../shared/tools/kube-crd-server"
+  if [ ! -f "$tool/build.sh" ]; then
+    echo "real-apiserver CRD test: SKIPPED: $tool is not there"; return 0
+  fi
+  if ! bash "$tool/build.sh" >"$LOG_DIR/kube-crd-server-build.log" 2>&1; then
+    echo "real-apiserver CRD test: SKIPPED: the server could not be built (see $LOG_DIR/kube-crd-server-build.log)"; return 0
+  fi
+  if ! bash "$tool/run.sh" start >"$LOG_DIR/kube-crd-server-run.log" 2>&1; then
+    echo "real-apiserver CRD test: SKIPPED: the server did not start (see $LOG_DIR/kube-crd-server-run.log)"; return 0
+  fi
+  local rc=0
+  KUBE_CRD_SERVER_KUBECONFIG=$(bash "$tool/run.sh" kubeconfig) \
+    cargo test -p faceid-operator --locked --test apiserver -- --ignored 2>&1 | tee "$LOG_DIR/apiserver-test.log" || rc=1
+  bash "$tool/run.sh" stop >/dev/null 2>&1 || true
+  return $rc
+}
+step "real apiserver" apiserver_tests
+
+logs=("$LOG_DIR/cargo-test.log")
+[ -f "$LOG_DIR/apiserver-test.log" ] && logs+=("$LOG_DIR/apiserver-test.log")
+passed=$(cat "${logs[@]}" | grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' | awk '{s+=$4} END {print s+0}')
+failed_tests=$(cat "${logs[@]}" | grep -Eo '[0-9]+ failed;' | awk '{s+=$1} END {print s+0}')
+# The real-apiserver test is ignored in the main run and run on its own afterwards.
 ignored=$(grep -Eo '[0-9]+ ignored;' "$LOG_DIR/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+if grep -q 'test result: ok. 1 passed' "$LOG_DIR/apiserver-test.log" 2>/dev/null; then ignored=$((ignored - 1)); fi
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
