@@ -269,6 +269,11 @@ async fn lock(conn: &mut PgConnection, schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// Key of the cluster-wide lock around statements that update rows shared by every
+/// tenant (the database's ACL in `pg_database`, roles): two tenants granting or dropping
+/// at once would otherwise fail with "tuple concurrently updated".
+const CATALOG_LOCK: &str = "faceid-operator:shared-catalog";
+
 async fn unlock(conn: &mut PgConnection, schema: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(lock_key(schema))
@@ -461,6 +466,14 @@ async fn claim_schema_and_role(
 }
 
 async fn grant(conn: &mut PgConnection, schema: &str, role: &str) -> Result<()> {
+    lock(conn, CATALOG_LOCK).await?;
+    let result = grant_unlocked(conn, schema, role).await;
+    let unlocked = unlock(conn, CATALOG_LOCK).await;
+    result?;
+    unlocked
+}
+
+async fn grant_unlocked(conn: &mut PgConnection, schema: &str, role: &str) -> Result<()> {
     let ident = quote_ident(schema);
     let role_ident = quote_ident(role);
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -626,7 +639,10 @@ async fn drop_bounded(
     sqlx::query("SET lock_timeout = '10s'")
         .execute(&mut *conn)
         .await?;
+    lock(conn, CATALOG_LOCK).await?;
     let result = drop_claimed(conn, tenant, schema, role).await;
+    let unlocked = unlock(conn, CATALOG_LOCK).await;
+    unlocked?;
     sqlx::query("RESET lock_timeout")
         .execute(&mut *conn)
         .await?;
