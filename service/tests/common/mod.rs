@@ -3,6 +3,8 @@
 //! `scripts/test.sh`), the real face engine, and requests driven through the router.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -23,8 +23,10 @@ fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct FailedAttemptsQuery {
     /// Look back this many hours (1-720, default 24).
+    #[param(minimum = 1, maximum = 720)]
     pub hours: Option<i64>,
     /// Most rows returned (1-1000, default 100), newest first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -59,6 +61,7 @@ fn hours_in_range(hours: Option<i64>, default: i64) -> ApiResult<i64> {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: a user token", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn failed_attempts(
@@ -87,8 +90,10 @@ pub async fn failed_attempts(
 #[into_params(parameter_in = Query)]
 pub struct SuspiciousQuery {
     /// Least failures from one IP to report (1-10000, default 5).
+    #[param(minimum = 1, maximum = 10000)]
     pub threshold: Option<i64>,
     /// Look back this many hours (1-720, default 24).
+    #[param(minimum = 1, maximum = 720)]
     pub hours: Option<i64>,
 }
 
@@ -112,6 +117,7 @@ pub struct SuspiciousActivity {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn suspicious_activity(
@@ -162,6 +168,7 @@ pub struct MetricsSummary {
         (status = 200, description = "Summary", body = MetricsSummary),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn metrics_summary(
@@ -188,13 +195,14 @@ pub async fn metrics_summary(
 /// Unlocks an account and restarts its lockout count.
 #[utoipa::path(
     post, path = "/api/v1/admin/users/{user_id}/unlock", tag = "admin",
-    security(("admin" = [])), params(("user_id" = String, Path, description = "User id (UUID)")),
+    security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
         (status = 200, description = "Unlocked", body = UserOut),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn unlock(
@@ -214,13 +222,14 @@ pub async fn unlock(
 /// Deactivates an account: it can no longer log in or refresh tokens.
 #[utoipa::path(
     post, path = "/api/v1/admin/users/{user_id}/deactivate", tag = "admin",
-    security(("admin" = [])), params(("user_id" = String, Path, description = "User id (UUID)")),
+    security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
         (status = 200, description = "Deactivated", body = UserOut),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn deactivate(
@@ -234,13 +243,14 @@ pub async fn deactivate(
 /// Reactivates a deactivated account.
 #[utoipa::path(
     post, path = "/api/v1/admin/users/{user_id}/activate", tag = "admin",
-    security(("admin" = [])), params(("user_id" = String, Path, description = "User id (UUID)")),
+    security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
         (status = 200, description = "Activated", body = UserOut),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database down", body = ErrorBody),
     )
 )]
 pub async fn activate(

@@ -19,10 +19,13 @@ use crate::state::AppState;
 #[allow(dead_code)]
 pub struct RegisterForm {
     /// 3-64 characters: letters, digits, `_`, `.`, `-`. Unique, case-insensitively.
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9_.-]{3,64}$")]
     username: String,
     /// E-mail address. Unique, case-insensitively.
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// 8-128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     /// JPEG, PNG or WebP photo with exactly one face.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
@@ -37,6 +40,7 @@ pub struct LoginForm {
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     face_image: String,
     /// Optional: verify against this user only (1:1) instead of identifying (1:N).
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9_.-]{3,64}$")]
     username: Option<String>,
 }
 
@@ -44,6 +48,7 @@ pub struct LoginForm {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token from a login, registration or previous refresh.
+    #[schema(min_length = 1, max_length = 256)]
     pub refresh_token: String,
 }
 
@@ -159,6 +164,7 @@ fn refresh_body(
         (status = 422, description = "`validation_error`", body = ErrorBody),
         (status = 423, description = "`account_locked`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database or rate limiter down", body = ErrorBody),
     )
 )]
 pub async fn refresh(
@@ -180,6 +186,7 @@ pub async fn refresh(
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database or rate limiter down", body = ErrorBody),
     )
 )]
 pub async fn logout(
@@ -201,6 +208,7 @@ pub async fn logout(
         (status = 200, description = "The user", body = UserOut),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database or rate limiter down", body = ErrorBody),
     )
 )]
 pub async fn me(

@@ -31,8 +31,10 @@ pub struct FaceForm {
         (status = 401, description = "`unauthorized` or `spoof_detected`", body = ErrorBody),
         (status = 403, description = "`account_inactive`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not multipart/form-data", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database or rate limiter down", body = ErrorBody),
     )
 )]
 pub async fn add_face(
@@ -63,6 +65,7 @@ pub async fn add_face(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: already erased", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: database or rate limiter down", body = ErrorBody),
     )
 )]
 pub async fn delete_me(
