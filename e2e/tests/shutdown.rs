@@ -92,8 +92,6 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Six registrations in flight at once (each takes a face analysis and a password
-    // hash, so they are still running when the signal comes).
     let photos = [
         "george_w_bush_1.jpg",
         "colin_powell_1.jpg",
@@ -102,19 +100,23 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_loses_nothing() {
         "tony_blair_1.jpg",
         "jacques_chirac_1.jpg",
     ];
-    let in_flight: Vec<_> = photos
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (client, url, image) = (client.clone(), url.clone(), photo(p));
+    // Sixteen registrations at once: the engine pool runs two at a time, so when the
+    // first answer arrives most are still being processed. The signal is sent then,
+    // whatever the machine's speed.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let in_flight: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, url, image) =
+                (client.clone(), url.clone(), photo(photos[i % photos.len()]));
+            let done = done_tx.clone();
             tokio::spawn(async move {
                 let r = register(&client, &url, &format!("inflight{i}"), image).await;
+                let _ = done.send(());
                 (r, Instant::now())
             })
         })
         .collect();
-    // Let every request reach the server, then ask it to stop.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    done_rx.recv().await.unwrap();
     let signalled = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
