@@ -222,7 +222,15 @@ fn is_spoof(liveness: Option<&LivenessReport>) -> bool {
     liveness.is_some_and(|l| !l.is_live)
 }
 
-async fn hash_password(password: &str) -> ApiResult<String> {
+/// Hashes a password with argon2id (19 MiB, 2 passes) off the executor. At most one hash
+/// per CPU runs at once: more would not finish sooner, and each holds 19 MiB, so a burst
+/// of registrations would otherwise balloon the process's memory.
+async fn hash_password(state: &AppState, password: &str) -> ApiResult<String> {
+    let _permit = state
+        .password_hashing()
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down"))?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
@@ -334,7 +342,7 @@ async fn register_inner(
         tracing::warn!(event = "spoof_detected", flow = "register", client_ip = %client.ip, "registration refused by liveness");
         return Err(ApiError::SpoofDetected);
     }
-    let password_hash = hash_password(input.password).await?;
+    let password_hash = hash_password(state, input.password).await?;
     let template = state
         .templates()
         .protect(analysis.face.embedding.as_slice());

@@ -28,6 +28,7 @@ struct Inner {
     metrics: Metrics,
     lockout: LockoutPolicy,
     templates: TemplateKey,
+    password_hashing: tokio::sync::Semaphore,
 }
 
 /// Failure to assemble the state.
@@ -80,6 +81,9 @@ impl AppState {
                 metrics: Metrics::new()?,
                 lockout,
                 templates: config.template_key(),
+                password_hashing: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
                 config,
             }),
         })
@@ -112,6 +116,10 @@ impl AppState {
     /// The tenant's template protection.
     pub fn templates(&self) -> &TemplateKey {
         &self.inner.templates
+    }
+    /// Permits for concurrent password hashes (one per CPU).
+    pub fn password_hashing(&self) -> &tokio::sync::Semaphore {
+        &self.inner.password_hashing
     }
     /// Lockout policy.
     pub fn lockout(&self) -> &LockoutPolicy {
