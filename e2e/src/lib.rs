@@ -2,6 +2,8 @@
 //! real process with a given environment, waiting for readiness, and turning a face
 //! photo into a camera feed for Chromium.
 
+pub mod bench;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
