@@ -44,7 +44,9 @@ source "$secrets"
 export HOST=${HOST:-127.0.0.1} PORT=${PORT:-8000}
 export MODELS_DIR=${MODELS_DIR:-$ROOT/models}
 export LOG_FORMAT=${LOG_FORMAT:-text}
-export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}  # keep bursts of requests from pinning memory
+# glibc: keep bursts of requests (argon2's 19 MiB blocks) from pinning memory.
+export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-16777216} \
+  MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-134217728}
 export TENANT=${TENANT:-local}
 echo "[run] serving http://$HOST:$PORT (camera page /, API docs /docs); admin key in $secrets; Ctrl-C stops"
 target/release/faceid serve &
