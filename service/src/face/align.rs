@@ -296,13 +296,24 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> Chip {
             let ly = (iy - cy0 as f64) * factor + offset;
             if let Some(p) = level.bilinear_strict(lx as f32, ly as f32) {
                 let o = (r * size + c) * 3;
-                data[o] = p[0].round().clamp(0.0, 255.0);
-                data[o + 1] = p[1].round().clamp(0.0, 255.0);
-                data[o + 2] = p[2].round().clamp(0.0, 255.0);
+                data[o] = round_sample(p[0]);
+                data[o + 1] = round_sample(p[1]);
+                data[o + 2] = round_sample(p[2]);
             }
         }
     }
     Chip { size, data }
+}
+
+/// `v.round().clamp(0.0, 255.0)` (dlib stores chips as 8-bit pixels), exactly, but
+/// without the libm `roundf` call the portable x86-64 baseline compiles `round` into:
+/// for the non-negative values left after the clamp, truncation plus a comparison of
+/// the (exact) fraction rounds half away from zero.
+#[inline]
+fn round_sample(v: f32) -> f32 {
+    let v = v.clamp(0.0, 255.0);
+    let whole = v as u32 as f32;
+    if v - whole >= 0.5 { whole + 1.0 } else { whole }
 }
 
 /// Maps image points into chip pixel coordinates (for pose measurements).
@@ -329,6 +340,17 @@ pub fn to_chip(d: &ChipDetails, points: &[[f32; 2]]) -> Vec<[f32; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_rounding_matches_round_then_clamp() {
+        let mut v = -3.0f32;
+        while v < 260.0 {
+            for x in [v, v + 0.5, v + 0.499_999_97, v - f32::EPSILON] {
+                assert_eq!(round_sample(x), x.round().clamp(0.0, 255.0), "{x}");
+            }
+            v += 0.125;
+        }
+    }
 
     fn template_shape(size: f64, padding: f64) -> Vec<[f32; 2]> {
         let mut pts = vec![[0.0f32; 2]; 68];

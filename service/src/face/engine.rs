@@ -458,15 +458,21 @@ fn detect_faces(
     img: &RgbImage,
     model: detect::DetectionModel,
 ) -> Result<Vec<Detection>, FaceError> {
-    let faces = detect_once(s, img, model)?;
+    let faces = detect_once(
+        s,
+        img,
+        detect::input_long_side(img.width(), img.height(), model),
+    )?;
     if !faces.is_empty() {
         return Ok(faces);
     }
+    // The retries search at the variant's full size: a face the first pass missed in a
+    // small photo is usually a tight crop, which the detector finds best scaled up.
     let mut faces = Vec::new();
     let mut pad = 0.0;
     for fraction in detect::RETRY_BORDERS {
         let (padded, px) = detect::pad_image(img, fraction);
-        faces = detect_once(s, &padded, model)?;
+        faces = detect_once(s, &padded, model.input_size())?;
         pad = px;
         if !faces.is_empty() {
             break;
@@ -489,12 +495,13 @@ fn detect_faces(
     Ok(faces)
 }
 
+/// One detector pass with the input's long side at `long_side` pixels.
 fn detect_once(
     s: &mut Sessions,
     img: &RgbImage,
-    model: detect::DetectionModel,
+    long_side: usize,
 ) -> Result<Vec<Detection>, FaceError> {
-    let input = detect::prepare(img, model.input_size());
+    let input = detect::prepare(img, long_side);
     let (shape, grid) = run(
         &mut s.detector,
         "detector",
