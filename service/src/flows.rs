@@ -222,26 +222,12 @@ fn is_spoof(liveness: Option<&LivenessReport>) -> bool {
     liveness.is_some_and(|l| !l.is_live)
 }
 
-/// Hashes a password with argon2id (19 MiB, 2 passes) off the executor. At most one hash
-/// per CPU runs at once: more would not finish sooner, and each holds 19 MiB, so a burst
-/// of registrations would otherwise balloon the process's memory.
+/// Hashes a password with argon2id off the executor (see [`crate::passwords`]).
 async fn hash_password(state: &AppState, password: &str) -> ApiResult<String> {
-    let _permit = state
-        .password_hashing()
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable("shutting down"))?;
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-        let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+    state.passwords().hash(password).await.map_err(|e| match e {
+        crate::passwords::HashError::Closed => ApiError::Unavailable("shutting down"),
+        crate::passwords::HashError::Failed(e) => ApiError::Internal(e),
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
 }
 
 async fn issue_tokens(state: &AppState, user: Uuid, now: DateTime<Utc>) -> ApiResult<TokenPair> {
@@ -447,13 +433,8 @@ async fn login_inner(
             (Some(user.clone()), outcome)
         }
         None => {
-            let candidates = users::nearest(
-                state.db(),
-                embedding,
-                SEARCH_CANDIDATES,
-                state.config().hnsw_ef_search,
-            )
-            .await?;
+            // The tenant's `HNSW_EF_SEARCH` is a setting of every pooled connection.
+            let candidates = users::nearest(state.db(), embedding, SEARCH_CANDIDATES).await?;
             let outcome = matching::decide(
                 &candidates,
                 tolerance,

@@ -14,6 +14,7 @@ pub mod face;
 pub mod flows;
 pub mod http;
 pub mod metrics;
+pub mod passwords;
 pub mod serve;
 pub mod state;
 pub mod store;

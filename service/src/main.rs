@@ -107,6 +107,7 @@ async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
         schema,
         2,
         std::time::Duration::from_secs(600),
+        None,
     )?;
     let applied = faceid_migrations::apply(&pool, schema).await?;
     println!(
@@ -134,6 +135,7 @@ async fn rekey(
         schema,
         2,
         std::time::Duration::from_secs(3600),
+        None,
     )?;
     let old = template_key(old, secret_key);
     let new = template_key(Some(new), secret_key);

@@ -10,6 +10,7 @@ use crate::domain::templates::TemplateKey;
 use crate::domain::tokens::TokenService;
 use crate::face::FaceEngine;
 use crate::metrics::Metrics;
+use crate::passwords::PasswordHasher;
 use crate::store::ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
 
 /// Shared state of one service process.
@@ -28,7 +29,7 @@ struct Inner {
     metrics: Metrics,
     lockout: LockoutPolicy,
     templates: TemplateKey,
-    password_hashing: tokio::sync::Semaphore,
+    passwords: PasswordHasher,
 }
 
 /// Failure to assemble the state.
@@ -55,6 +56,7 @@ impl AppState {
             &config.database_schema,
             config.database_max_connections,
             std::time::Duration::from_millis(config.database_statement_timeout_ms),
+            Some(config.hnsw_ef_search),
         )?;
         let limiter = match &config.redis_url {
             Some(url) if !url.is_empty() => {
@@ -81,7 +83,7 @@ impl AppState {
                 metrics: Metrics::new()?,
                 lockout,
                 templates: config.template_key(),
-                password_hashing: tokio::sync::Semaphore::new(
+                passwords: PasswordHasher::new(
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 ),
                 config,
@@ -117,9 +119,9 @@ impl AppState {
     pub fn templates(&self) -> &TemplateKey {
         &self.inner.templates
     }
-    /// Permits for concurrent password hashes (one per CPU).
-    pub fn password_hashing(&self) -> &tokio::sync::Semaphore {
-        &self.inner.password_hashing
+    /// The password hasher (one hash per CPU at a time).
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.inner.passwords
     }
     /// Lockout policy.
     pub fn lockout(&self) -> &LockoutPolicy {

@@ -9,17 +9,36 @@ mod common;
 use common::Tenant;
 use faceid_service::store::users::NEAREST_SQL;
 
+/// The plan on one of the service's own pooled connections, with the session settings
+/// the pool gives every connection (the iterative scan among them).
 async fn plan(t: &Tenant, sql: &str) -> String {
-    let mut tx = t.state.db().begin().await.unwrap();
-    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
     let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-        .fetch_all(&mut *tx)
+        .fetch_all(t.state.db())
         .await
         .unwrap();
     rows.join("\n")
+}
+
+#[tokio::test]
+async fn every_pooled_connection_searches_with_the_tenants_hnsw_settings() {
+    let t = Tenant::new(&["--hnsw-ef-search", "123"]).await;
+    let mut conn = t.state.db().acquire().await.unwrap();
+    // Use a vector so pgvector is loaded and has adopted the startup placeholders.
+    let d: f64 = sqlx::query_scalar("SELECT ('[1,0]'::vector <-> '[0,0]'::vector)::float8")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(d, 1.0);
+    for (setting, want) in [
+        ("hnsw.ef_search", "123"),
+        ("hnsw.iterative_scan", "relaxed_order"),
+    ] {
+        let got: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(got, want, "{setting}");
+    }
 }
 
 #[tokio::test]

@@ -9,21 +9,33 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// Opens a lazily-connecting pool whose every connection has `search_path` set to
 /// `schema` (then `public`, for the vector type) and a statement timeout, so a slow
 /// database answers an error instead of holding requests forever.
+///
+/// `hnsw_ef_search` sets the HNSW search breadth (and pgvector's relaxed-order
+/// iterative scan, so filtered-out rows do not shrink the result) for the whole session:
+/// every 1:N search of a tenant uses the same value, and setting it once per connection
+/// saves the transaction and two `SET LOCAL` round trips a search would otherwise cost.
+/// PostgreSQL keeps them as placeholders until pgvector loads and adopts them.
 pub fn connect_lazy(
     url: &str,
     schema: &str,
     max_connections: u32,
     statement_timeout: Duration,
+    hnsw_ef_search: Option<u32>,
 ) -> Result<PgPool, sqlx::Error> {
+    let mut settings = vec![
+        ("search_path", faceid_migrations::search_path(schema)),
+        (
+            "statement_timeout",
+            statement_timeout.as_millis().to_string(),
+        ),
+    ];
+    if let Some(ef) = hnsw_ef_search {
+        settings.push(("hnsw.ef_search", ef.clamp(1, 1000).to_string()));
+        settings.push(("hnsw.iterative_scan", "relaxed_order".to_owned()));
+    }
     let options = PgConnectOptions::from_str(url)?
         .application_name("faceid")
-        .options([
-            ("search_path", faceid_migrations::search_path(schema)),
-            (
-                "statement_timeout",
-                statement_timeout.as_millis().to_string(),
-            ),
-        ]);
+        .options(settings);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)

@@ -130,30 +130,15 @@ pub const NEAREST_SQL: &str = "SELECT f.user_id, (f.embedding <-> $1)::float8 AS
 
 /// The `limit` templates of active users nearest to `embedding`, through the HNSW index.
 ///
-/// Iterative index scans (pgvector 0.8) keep the scan going when the join filter drops
-/// rows, so inactive users do not starve the result.
-pub async fn nearest(
-    pool: &PgPool,
-    embedding: &[f32],
-    limit: i64,
-    ef_search: u32,
-) -> StoreResult<Vec<Candidate>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(&format!(
-        "SET LOCAL hnsw.ef_search = {}",
-        ef_search.clamp(1, 1000)
-    ))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        .execute(&mut *tx)
-        .await?;
+/// The search breadth and pgvector 0.8's iterative index scan (which keeps the scan going
+/// when the join filter drops rows, so inactive users do not starve the result) are
+/// settings of the pool's connections (`store::db::connect_lazy`).
+pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64) -> StoreResult<Vec<Candidate>> {
     let rows: Vec<(Uuid, f64)> = sqlx::query_as(NEAREST_SQL)
         .bind(Vector::from(embedding.to_vec()))
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(user_id, distance)| Candidate {
