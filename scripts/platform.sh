@@ -15,6 +15,10 @@
 # Connection settings go to .dev/env (DATABASE_URL, REDIS_URL, ORT_DYLIB_PATH, ...),
 # which the run and test commands source. Installing Debian packages (redis-server)
 # needs root; everything else lands in .dev/.
+#
+# FACEID_PG_PORT and FACEID_REDIS_PORT move the ports; FACEID_PG_SHARED_BUFFERS (default
+# 256MB) sizes PostgreSQL's buffer cache when it starts (the 1M-face benchmark wants it
+# above the HNSW index's size: `stop`, then `start` with it set).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +28,10 @@ ENV_FILE="$DEV/env"
 PG_USER=faceid-pg
 PG_PORT=${FACEID_PG_PORT:-55439}
 REDIS_PORT=${FACEID_REDIS_PORT:-6395}
+PG_SHARED_BUFFERS=${FACEID_PG_SHARED_BUFFERS:-256MB}
+case "$PG_SHARED_BUFFERS" in
+  *[!0-9A-Za-z]* | "") echo "platform: FACEID_PG_SHARED_BUFFERS must look like 256MB or 2GB" >&2; exit 2 ;;
+esac
 PG_DB=faceid
 PG_ROLE=faceid
 
@@ -238,7 +246,7 @@ start_postgres() {
   else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$data" -l "$home/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=$PG_SHARED_BUFFERS -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
       start >/dev/null || { tail -20 "$home/postgres.log" >&2; die "PostgreSQL failed to start"; }
   fi
   wait_for "PostgreSQL" 60 "$bin/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q

@@ -97,6 +97,9 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
     if let Some(model) = &spec.recognition.detection_model {
         set("FACE_DETECTION_MODEL", model.clone());
     }
+    if let Some(upscale) = spec.recognition.detection_upscale {
+        set("FACE_DETECTION_UPSCALE", upscale.to_string());
+    }
     set("LIVENESS_ENABLED", spec.liveness.enabled.to_string());
     set("LIVENESS_THRESHOLD", spec.liveness.threshold.clone());
     set("RATE_LIMIT_ENABLED", spec.rate_limits.enabled.to_string());
@@ -195,6 +198,7 @@ mod tests {
         assert_eq!(env["HNSW_EF_SEARCH"], "100");
         assert_eq!(env["CORS_ORIGINS"], "");
         assert!(!env.contains_key("FACE_DETECTION_MODEL"));
+        assert!(!env.contains_key("FACE_DETECTION_UPSCALE"));
         for secret in SECRET_ENV {
             assert!(
                 !env.contains_key(secret),

@@ -674,6 +674,7 @@ mod tests {
         let cm = d.config_map.data.as_ref().unwrap();
         assert_eq!(cm["FACE_RECOGNITION_TOLERANCE"], "0.55");
         assert_eq!(cm["FACE_DETECTION_MODEL"], "tiny-416");
+        assert_eq!(cm["FACE_DETECTION_UPSCALE"], "false");
         assert_eq!(cm["LIVENESS_THRESHOLD"], "0.8");
         assert_eq!(cm["RATE_LIMIT_LOGIN"], "20/minute");
         assert_eq!(cm["ACCESS_TOKEN_EXPIRE_MINUTES"], "15");

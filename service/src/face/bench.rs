@@ -1,6 +1,6 @@
 //! The benchmark behind `faceid bench`: per-stage latency of the whole pipeline
 //! (decode, detect, align, quality, embed, liveness) for a photo letterboxed into
-//! 640x480 and 1280x720 JPEGs, in three set-ups, plus each network alone with its FLOPs
+//! 250x250 (a small upload), 640x480 and 1280x720 JPEGs, in three set-ups, plus each network alone with its FLOPs
 //! and the achieved GFLOP/s.
 //!
 //! * `1 thread`: pool 1, intra-op 1, sequential: the latency on one core.
@@ -115,7 +115,9 @@ pub fn run(args: &EngineArgs, image: &Path, runs: usize) -> anyhow::Result<Strin
     let src = image::load_from_memory(&bytes)
         .with_context(|| format!("decoding {}", image.display()))?
         .to_rgb8();
-    let sizes = [(640u32, 480u32), (1280, 720)];
+    // A small upload (250x250, the size of the LFW photos: detected at its own size),
+    // then two camera frame sizes (scaled down to the detector's input).
+    let sizes = [(250u32, 250u32), (640, 480), (1280, 720)];
     let jpegs: Vec<Vec<u8>> = sizes
         .iter()
         .map(|&(w, h)| letterbox_jpeg(&src, w, h))
@@ -130,6 +132,9 @@ pub fn run(args: &EngineArgs, image: &Path, runs: usize) -> anyhow::Result<Strin
         image.display(),
         args.face_detection_model.name()
     );
+    if args.face_detection_upscale {
+        let _ = writeln!(out, "Small photos scaled up to the detector input.");
+    }
 
     let mut base = args.config();
     base.detection_model = args.face_detection_model;
@@ -187,7 +192,7 @@ pub fn run(args: &EngineArgs, image: &Path, runs: usize) -> anyhow::Result<Strin
         "\n### Networks alone (1 thread, batch 1, {runs} runs, zero input)\n\n\
          | network | input | GFLOP | min ms | median ms | GFLOP/s at median |\n|---|---|---|---|---|---|"
     );
-    for t in engine1.time_networks(runs)? {
+    for t in engine1.time_networks(runs, sizes[0])? {
         let _ = writeln!(
             out,
             "| {} | {} | {:.3} | {:.2} | {:.2} | {:.1} |",

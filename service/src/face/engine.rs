@@ -231,7 +231,7 @@ impl FaceEngine {
         let img = decode::decode(image, &self.inner.config.limits)?.rgb;
         t.decode_ms = ms(start);
         let t0 = Instant::now();
-        let faces = detect_faces(&mut slot, &img, self.inner.config.detection_model)?;
+        let faces = detect_faces(&mut slot, &img, &self.inner.config)?;
         t.detect_ms = ms(t0);
         let mut out = Vec::with_capacity(faces.len());
         for face in faces {
@@ -269,7 +269,7 @@ impl FaceEngine {
     ) -> Result<(LivenessReport, RawFeatures), FaceError> {
         let mut slot = self.inner.pool.checkout();
         let img = decode::decode(image, &self.inner.config.limits)?.rgb;
-        let faces = detect_faces(&mut slot, &img, self.inner.config.detection_model)?;
+        let faces = detect_faces(&mut slot, &img, &self.inner.config)?;
         let face = faces.first().ok_or(FaceError::NoFace)?;
         self.liveness(&mut slot, &img, face)
     }
@@ -300,16 +300,23 @@ impl FaceEngine {
         &self.inner.model_hashes
     }
 
-    /// Times each network alone on a zero input (`runs` times after one warm-up). Used by
-    /// `faceid bench`.
-    pub fn time_networks(&self, runs: usize) -> Result<Vec<NetworkTiming>, FaceError> {
+    /// Times each network alone on a zero input (`runs` times after one warm-up); the
+    /// detector at the input sizes for a photo of `photo` (width, height) and for a
+    /// 640x480 and a 1280x720 frame. Used by `faceid bench`.
+    pub fn time_networks(
+        &self,
+        runs: usize,
+        photo: (u32, u32),
+    ) -> Result<Vec<NetworkTiming>, FaceError> {
         use super::bench::flops;
         let mut slot = self.inner.pool.checkout();
         let s: &mut Sessions = &mut slot;
         let mut out = Vec::new();
-        let long = self.inner.config.detection_model.input_size();
+        let model = self.inner.config.detection_model;
         let mut cases: Vec<(String, [usize; 4], f64)> = Vec::new();
-        for (w, h) in [(640.0f32, 480.0f32), (1280.0, 720.0)] {
+        for (w, h) in [photo, (640, 480), (1280, 720)] {
+            let long = detect::input_long_side(w, h, model);
+            let (w, h) = (w as f32, h as f32);
             let scale = long as f32 / w.max(h);
             let iw = ((w * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
             let ih = ((h * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
@@ -369,7 +376,7 @@ impl FaceEngine {
         t.decode_ms = ms(start);
 
         let t0 = Instant::now();
-        let faces = detect_faces(s, &img, self.inner.config.detection_model)?;
+        let faces = detect_faces(s, &img, &self.inner.config)?;
         t.detect_ms = ms(t0);
         let face = select_face(&faces, opts.purpose)?;
 
@@ -456,13 +463,15 @@ impl FaceEngine {
 fn detect_faces(
     s: &mut Sessions,
     img: &RgbImage,
-    model: detect::DetectionModel,
+    config: &EngineConfig,
 ) -> Result<Vec<Detection>, FaceError> {
-    let faces = detect_once(
-        s,
-        img,
-        detect::input_long_side(img.width(), img.height(), model),
-    )?;
+    let model = config.detection_model;
+    let first = if config.detection_upscale {
+        model.input_size()
+    } else {
+        detect::input_long_side(img.width(), img.height(), model)
+    };
+    let faces = detect_once(s, img, first)?;
     if !faces.is_empty() {
         return Ok(faces);
     }

@@ -386,9 +386,14 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Folder `{}`; detector {}, tolerance {}, liveness threshold {}.\n",
+        "Folder `{}`; detector {}{}, tolerance {}, liveness threshold {}.\n",
         dir.display(),
         args.face_detection_model.name(),
+        if args.face_detection_upscale {
+            " (small photos scaled up)"
+        } else {
+            ""
+        },
         r.tolerance,
         r.liveness_threshold
     );

@@ -3,8 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+/// Pooled connections idle for longer than this are checked before use.
+const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Opens a lazily-connecting pool whose every connection has `search_path` set to
 /// `schema` (then `public`, for the vector type) and a statement timeout, so a slow
@@ -42,7 +45,19 @@ pub fn connect_lazy(
         // Fail fast when the database is down: callers answer 503, not a hang.
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(true)
+        // A connection that sat idle may have been cut (a database restart, a proxy's
+        // timeout): check it before use, so the request gets a fresh one instead of an
+        // error. A connection used within the last second is not checked: under load
+        // that check was a round trip per query (three per login).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < RECHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                conn.ping().await.map(|()| true)
+            })
+        })
         .connect_lazy_with(options))
 }
 
