@@ -41,6 +41,12 @@ pub const IOU_THRESHOLD: f32 = 0.4;
 /// border alone misses 8 of the 32 crops, 1.0 finds a dog's face in `noface/dogs.jpg`).
 pub const RETRY_BORDERS: [f32; 2] = [0.5, 0.6];
 
+/// The detector input's long side for the bordered retries (capped by the variant's). The
+/// face they look for spans about half of the bordered image, 160 px at this size, well
+/// inside the detector's range; at 416 each retry cost 2.6x more and found the same faces
+/// on `../shared/faces` (every genuine photo, nothing in `noface/`).
+pub const RETRY_INPUT: usize = 320;
+
 /// Detector variant: the long side of the detector input, in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 pub enum DetectionModel {

@@ -475,13 +475,13 @@ fn detect_faces(
     if !faces.is_empty() {
         return Ok(faces);
     }
-    // The retries search at the variant's full size: a face the first pass missed in a
-    // small photo is usually a tight crop, which the detector finds best scaled up.
+    // The retries search at a fixed size (see `detect::RETRY_INPUT`): a face the first
+    // pass missed is usually a tight crop, half of the bordered image.
     let mut faces = Vec::new();
     let mut pad = 0.0;
     for fraction in detect::RETRY_BORDERS {
         let (padded, px) = detect::pad_image(img, fraction);
-        faces = detect_once(s, &padded, model.input_size())?;
+        faces = detect_once(s, &padded, model.input_size().min(detect::RETRY_INPUT))?;
         pad = px;
         if !faces.is_empty() {
             break;
