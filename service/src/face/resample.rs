@@ -181,22 +181,11 @@ pub(crate) fn resample_planar(
     out_w: usize,
     out_h: usize,
 ) {
-    let [sx, sy, sw, sh] = placement.src;
-    let [dx, dy, dw, dh] = placement.dst;
-    if sw <= 0.0 || sh <= 0.0 || dw <= 0.0 || dh <= 0.0 {
+    let Some(source) = Source::new(img, &placement) else {
         return;
-    }
-    let fx = sw / dw;
-    let fy = sh / dh;
-    let k = fx.min(fy).floor().max(1.0) as usize;
-    // The source region, padded by a pixel for the bilinear neighbours.
-    let rx0 = (sx.floor() as i64 - 1).max(0);
-    let ry0 = (sy.floor() as i64 - 1).max(0);
-    let rx1 = ((sx + sw).ceil() as i64 + 1).min(i64::from(img.width()));
-    let ry1 = ((sy + sh).ceil() as i64 + 1).min(i64::from(img.height()));
-    let region = FloatImage::from_region(img, rx0, ry0, rx1, ry1, k);
-    let kf = k as f32;
-    let off = (kf - 1.0) / 2.0;
+    };
+    let [dx, dy, dw, dh] = placement.dst;
+    let region = &source.region;
     let plane = out_w * out_h;
     let j0 = dx.floor().max(0.0) as usize;
     let j1 = ((dx + dw).ceil() as usize).min(out_w);
@@ -204,21 +193,7 @@ pub(crate) fn resample_planar(
     let i1 = ((dy + dh).ceil() as usize).min(out_h);
     if region.width < 2 || region.height < 2 {
         // A one-pixel-wide source (a sliver of an image): no neighbours to blend.
-        for i in i0..i1 {
-            for j in j0..j1 {
-                let (cx, cy) = (j as f32 + 0.5, i as f32 + 0.5);
-                if cx < dx || cx > dx + dw || cy < dy || cy > dy + dh {
-                    continue;
-                }
-                let rx = (sx + (cx - dx) * fx - 0.5 - rx0 as f32 - off) / kf;
-                let ry = (sy + (cy - dy) * fy - 0.5 - ry0 as f32 - off) / kf;
-                let p = region.bilinear_clamped(rx, ry);
-                let o = i * out_w + j;
-                out[o] = p[0];
-                out[plane + o] = p[1];
-                out[2 * plane + o] = p[2];
-            }
-        }
+        resample_per_pixel(&source, &placement, out, (out_w, out_h));
         return;
     }
     // The sampling grid is separable: each output column has one source column and
@@ -231,8 +206,7 @@ pub(crate) fn resample_planar(
             if cx < dx || cx > dx + dw {
                 return None;
             }
-            let ix = sx + (cx - dx) * fx - 0.5;
-            let (l, w) = tap((ix - rx0 as f32 - off) / kf, region.width);
+            let (l, w) = tap(source.x(&placement, cx), region.width);
             Some((j, l, w))
         })
         .collect();
@@ -243,8 +217,7 @@ pub(crate) fn resample_planar(
         if cy < dy || cy > dy + dh {
             continue;
         }
-        let iy = sy + (cy - dy) * fy - 0.5;
-        let (t, wy) = tap((iy - ry0 as f32 - off) / kf, region.height);
+        let (t, wy) = tap(source.y(&placement, cy), region.height);
         let top = &region.data[t * row_len..(t + 1) * row_len];
         let bottom = &region.data[(t + 1) * row_len..(t + 2) * row_len];
         for ((b, &a), &c) in blended.iter_mut().zip(top).zip(bottom) {
@@ -258,6 +231,89 @@ pub(crate) fn resample_planar(
             out[plane + o] = p[1] + wx * (p[4] - p[1]);
             out[2 * plane + o] = p[2] + wx * (p[5] - p[2]);
         }
+    }
+}
+
+/// What [`resample_planar`] computes, pixel by pixel: each output pixel centre inside
+/// `placement.dst` maps to a position in `source`'s region (box-filtered by `k`), sampled
+/// bilinearly with clamping. Used for one-pixel-wide sources, and by the tests as the
+/// definition the separable version must match.
+fn resample_per_pixel(
+    source: &Source,
+    placement: &Placement,
+    out: &mut [f32],
+    (out_w, out_h): (usize, usize),
+) {
+    let [dx, dy, dw, dh] = placement.dst;
+    let plane = out_w * out_h;
+    for i in 0..out_h {
+        for j in 0..out_w {
+            let (cx, cy) = (j as f32 + 0.5, i as f32 + 0.5);
+            if cx < dx || cx > dx + dw || cy < dy || cy > dy + dh {
+                continue;
+            }
+            let v = source
+                .region
+                .bilinear_clamped(source.x(placement, cx), source.y(placement, cy));
+            let o = i * out_w + j;
+            out[o] = v[0];
+            out[plane + o] = v[1];
+            out[2 * plane + o] = v[2];
+        }
+    }
+}
+
+/// The part of an image a placement reads (padded by a pixel for the bilinear
+/// neighbours), box-filtered by `k` when shrinking by `k` or more, and the map from
+/// output pixel centres into it.
+struct Source {
+    region: FloatImage,
+    /// Image pixel of the region's first sample, x and y.
+    origin: [f32; 2],
+    /// Box filter size.
+    k: f32,
+    /// Image pixels per output pixel, x and y.
+    step: [f32; 2],
+}
+
+impl Source {
+    /// `None` for an empty source or destination rectangle.
+    fn new(img: &RgbImage, placement: &Placement) -> Option<Self> {
+        let [sx, sy, sw, sh] = placement.src;
+        let [_, _, dw, dh] = placement.dst;
+        if sw <= 0.0 || sh <= 0.0 || dw <= 0.0 || dh <= 0.0 {
+            return None;
+        }
+        let step = [sw / dw, sh / dh];
+        let k = step[0].min(step[1]).floor().max(1.0) as usize;
+        let rx0 = (sx.floor() as i64 - 1).max(0);
+        let ry0 = (sy.floor() as i64 - 1).max(0);
+        let rx1 = ((sx + sw).ceil() as i64 + 1).min(i64::from(img.width()));
+        let ry1 = ((sy + sh).ceil() as i64 + 1).min(i64::from(img.height()));
+        Some(Self {
+            region: FloatImage::from_region(img, rx0, ry0, rx1, ry1, k),
+            origin: [rx0 as f32, ry0 as f32],
+            k: k as f32,
+            step,
+        })
+    }
+
+    /// Region x of the output pixel centre at tensor x `cx` (pixel-centre convention:
+    /// region pixel `i` is centred on image pixel `origin + i*k + (k-1)/2`).
+    #[inline]
+    fn x(&self, placement: &Placement, cx: f32) -> f32 {
+        self.to_region(0, placement.src[0] + (cx - placement.dst[0]) * self.step[0])
+    }
+
+    /// Region y of the output pixel centre at tensor y `cy`.
+    #[inline]
+    fn y(&self, placement: &Placement, cy: f32) -> f32 {
+        self.to_region(1, placement.src[1] + (cy - placement.dst[1]) * self.step[1])
+    }
+
+    #[inline]
+    fn to_region(&self, axis: usize, image_edge_coord: f32) -> f32 {
+        (image_edge_coord - 0.5 - self.origin[axis] - (self.k - 1.0) / 2.0) / self.k
     }
 }
 
@@ -317,36 +373,6 @@ mod tests {
         }
     }
 
-    /// The per-pixel definition `resample_planar` implements separably.
-    fn reference(img: &RgbImage, p: Placement, out: &mut [f32], out_w: usize, out_h: usize) {
-        let [sx, sy, sw, sh] = p.src;
-        let [dx, dy, dw, dh] = p.dst;
-        let (fx, fy) = (sw / dw, sh / dh);
-        let k = fx.min(fy).floor().max(1.0) as usize;
-        let rx0 = (sx.floor() as i64 - 1).max(0);
-        let ry0 = (sy.floor() as i64 - 1).max(0);
-        let rx1 = ((sx + sw).ceil() as i64 + 1).min(i64::from(img.width()));
-        let ry1 = ((sy + sh).ceil() as i64 + 1).min(i64::from(img.height()));
-        let region = FloatImage::from_region(img, rx0, ry0, rx1, ry1, k);
-        let (kf, plane) = (k as f32, out_w * out_h);
-        let off = (kf - 1.0) / 2.0;
-        for i in 0..out_h {
-            for j in 0..out_w {
-                let (cx, cy) = (j as f32 + 0.5, i as f32 + 0.5);
-                if cx < dx || cx > dx + dw || cy < dy || cy > dy + dh {
-                    continue;
-                }
-                let rx = (sx + (cx - dx) * fx - 0.5 - rx0 as f32 - off) / kf;
-                let ry = (sy + (cy - dy) * fy - 0.5 - ry0 as f32 - off) / kf;
-                let v = region.bilinear_clamped(rx, ry);
-                let o = i * out_w + j;
-                out[o] = v[0];
-                out[plane + o] = v[1];
-                out[2 * plane + o] = v[2];
-            }
-        }
-    }
-
     #[test]
     fn separable_resampling_matches_the_per_pixel_definition() {
         let img = RgbImage::from_fn(97, 61, |x, y| {
@@ -369,7 +395,9 @@ mod tests {
             let mut fast = vec![0.0f32; 3 * w * h];
             let mut slow = vec![0.0f32; 3 * w * h];
             resample_planar(&img, p, &mut fast, w, h);
-            reference(&img, p, &mut slow, w, h);
+            if let Some(source) = Source::new(&img, &p) {
+                resample_per_pixel(&source, &p, &mut slow, (w, h));
+            }
             for (n, (a, b)) in fast.iter().zip(&slow).enumerate() {
                 assert!((a - b).abs() <= 1e-3, "{src:?} -> {dst:?}: {n}: {a} vs {b}");
             }
