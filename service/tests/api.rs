@@ -326,13 +326,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         .await;
     reg.expect(201);
     let first = reg.refresh_token();
-    let rotated = t
-        .post_json(
-            "/api/v1/auth/refresh",
-            json!({"refresh_token": first}),
-            None,
-        )
-        .await;
+    let rotated = t.refresh(&first).await;
     rotated.expect(200);
     let second = rotated.refresh_token();
     assert_ne!(first, second);
@@ -340,20 +334,12 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         .await
         .expect(200);
     // Replaying the spent token fails and revokes its successor too.
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({"refresh_token": first}),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({"refresh_token": second}),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
+    t.refresh(&first)
+        .await
+        .expect_error(401, "invalid_refresh_token");
+    t.refresh(&second)
+        .await
+        .expect_error(401, "invalid_refresh_token");
     // Logout revokes a token.
     let login = t.login(&face("genuine/tony_blair_2.jpg"), None, IP).await;
     login.expect(200);
@@ -364,13 +350,9 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     )
     .await
     .expect(204);
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({"refresh_token": login.refresh_token()}),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
+    t.refresh(&login.refresh_token())
+        .await
+        .expect_error(401, "invalid_refresh_token");
     // Malformed bodies.
     t.post_json("/api/v1/auth/refresh", json!({"token": "x"}), None)
         .await

@@ -79,12 +79,13 @@ async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
         async move {
             let username = if i % 2 == 0 { "samename" } else { "SameName" };
             t.send(
-                Multipart::new()
-                    .text("username", username)
-                    .text("email", &format!("user{i}@example.com"))
-                    .text("password", "correct horse battery")
-                    .file("face_image", "f.jpg", &p[i % p.len()])
-                    .request("/api/v1/auth/register"),
+                Multipart::registration(
+                    username,
+                    &format!("user{i}@example.com"),
+                    "correct horse battery",
+                    &p[i % p.len()],
+                )
+                .request("/api/v1/auth/register"),
                 IP,
             )
             .await
@@ -107,12 +108,13 @@ async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
                 "SAME@Example.COM"
             };
             t.send(
-                Multipart::new()
-                    .text("username", &format!("mailuser{i}"))
-                    .text("email", email)
-                    .text("password", "correct horse battery")
-                    .file("face_image", "f.jpg", &p[i % p.len()])
-                    .request("/api/v1/auth/register"),
+                Multipart::registration(
+                    &format!("mailuser{i}"),
+                    email,
+                    "correct horse battery",
+                    &p[i % p.len()],
+                )
+                .request("/api/v1/auth/register"),
                 IP,
             )
             .await
@@ -582,14 +584,7 @@ async fn one_refresh_token_presented_concurrently_rotates_once() {
     let token = Arc::new(reg.refresh_token());
     let replies = all_at_once(&t, 6, move |t, _| {
         let token = token.clone();
-        async move {
-            t.post_json(
-                "/api/v1/auth/refresh",
-                serde_json::json!({ "refresh_token": *token }),
-                None,
-            )
-            .await
-        }
+        async move { t.refresh(&token).await }
     })
     .await;
     let counts = tally(&replies);
@@ -602,13 +597,9 @@ async fn one_refresh_token_presented_concurrently_rotates_once() {
     );
     // The losers were replays: the family is revoked, the winner's successor included.
     let winner = replies.iter().find(|r| r.status == 200).unwrap();
-    t.post_json(
-        "/api/v1/auth/refresh",
-        serde_json::json!({ "refresh_token": winner.refresh_token() }),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
+    t.refresh(&winner.refresh_token())
+        .await
+        .expect_error(401, "invalid_refresh_token");
     assert_eq!(
         t.scalar_i64("SELECT count(*) FROM refresh_tokens").await,
         2,

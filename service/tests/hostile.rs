@@ -43,14 +43,6 @@ async fn rows(t: &Tenant) -> [i64; 4] {
     ]
 }
 
-fn form(username: &str, email: &str, password: &str, image: &[u8]) -> Multipart {
-    Multipart::new()
-        .text("username", username)
-        .text("email", email)
-        .text("password", password)
-        .file("face_image", "face.jpg", image)
-}
-
 /// A JPEG whose frame header (SOF) declares `width`x`height`, over the data of a real
 /// small photo.
 fn jpeg_declaring(width: u16, height: u16) -> Vec<u8> {
@@ -315,21 +307,21 @@ async fn missing_duplicated_and_malformed_multipart_fields_are_422() {
         ),
         (
             "empty image",
-            form("powell", "a@example.com", "correct horse", b"").request(reg),
+            Multipart::registration("powell", "a@example.com", "correct horse", b"").request(reg),
         ),
         (
             "blank username",
-            form("   ", "a@example.com", "correct horse", &photo).request(reg),
+            Multipart::registration("   ", "a@example.com", "correct horse", &photo).request(reg),
         ),
         (
             "two images",
-            form("powell", "a@example.com", "correct horse", &photo)
+            Multipart::registration("powell", "a@example.com", "correct horse", &photo)
                 .file("face_image", "b.jpg", &photo)
                 .request(reg),
         ),
         (
             "two e-mails",
-            form("powell", "a@example.com", "correct horse", &photo)
+            Multipart::registration("powell", "a@example.com", "correct horse", &photo)
                 .text("email", "b@example.com")
                 .request(reg),
         ),
@@ -399,7 +391,7 @@ async fn missing_duplicated_and_malformed_multipart_fields_are_422() {
     // Unknown extra fields are ignored, not stored: a valid form with extras registers.
     let reply = t
         .send(
-            form("powell", "powell@example.com", "correct horse", &photo)
+            Multipart::registration("powell", "powell@example.com", "correct horse", &photo)
                 .text("is_admin", "true")
                 .text("id", "00000000-0000-0000-0000-000000000000")
                 .request(reg),
@@ -436,7 +428,7 @@ async fn unicode_and_sql_metacharacters_in_identities() {
     ];
     for username in hostile_usernames {
         t.send(
-            form(username, "ok@example.com", "correct horse", &photo)
+            Multipart::registration(username, "ok@example.com", "correct horse", &photo)
                 .request("/api/v1/auth/register"),
             IP,
         )
@@ -460,7 +452,8 @@ async fn unicode_and_sql_metacharacters_in_identities() {
     for email in hostile_emails {
         let reply = t
             .send(
-                form("validname", email, "correct horse", &photo).request("/api/v1/auth/register"),
+                Multipart::registration("validname", email, "correct horse", &photo)
+                    .request("/api/v1/auth/register"),
                 IP,
             )
             .await;
@@ -473,7 +466,7 @@ async fn unicode_and_sql_metacharacters_in_identities() {
     let email = "o'brien+\"x\";--@example.com";
     let reply = t
         .send(
-            form("obrien", email, "pass'word\"; DROP TABLE users;--", &photo)
+            Multipart::registration("obrien", email, "pass'word\"; DROP TABLE users;--", &photo)
                 .request("/api/v1/auth/register"),
             IP,
         )
@@ -491,7 +484,7 @@ async fn unicode_and_sql_metacharacters_in_identities() {
     let email = "<img/src=x/onerror=alert(1)>@example.com";
     let reply = t
         .send(
-            form(
+            Multipart::registration(
                 "htmlmail",
                 email,
                 "correct horse",
@@ -512,7 +505,7 @@ async fn unicode_and_sql_metacharacters_in_identities() {
     assert_eq!(rows(&t).await[..2], [2, 2]);
     // The same address in another case is the same account.
     t.send(
-        form(
+        Multipart::registration(
             "obrien2",
             &email.to_uppercase(),
             "correct horse",
@@ -534,11 +527,11 @@ async fn extremely_long_fields_and_headers_are_refused() {
     for (what, f) in [
         (
             "10 kB username",
-            form(&long, "ok@example.com", "correct horse", &photo),
+            Multipart::registration(&long, "ok@example.com", "correct horse", &photo),
         ),
         (
             "10 kB e-mail",
-            form(
+            Multipart::registration(
                 "okname",
                 &format!("{long}@example.com"),
                 "correct horse",
@@ -547,19 +540,19 @@ async fn extremely_long_fields_and_headers_are_refused() {
         ),
         (
             "10 kB password",
-            form("okname", "ok@example.com", &long, &photo),
+            Multipart::registration("okname", "ok@example.com", &long, &photo),
         ),
         (
             "129-character password",
-            form("okname", "ok@example.com", &"p".repeat(129), &photo),
+            Multipart::registration("okname", "ok@example.com", &"p".repeat(129), &photo),
         ),
         (
             "65-character username",
-            form(&"u".repeat(65), "ok@example.com", "correct horse", &photo),
+            Multipart::registration(&"u".repeat(65), "ok@example.com", "correct horse", &photo),
         ),
         (
             "255-character e-mail",
-            form(
+            Multipart::registration(
                 "okname",
                 &format!("{}@example.com", "e".repeat(243)),
                 "correct horse",
@@ -589,13 +582,7 @@ async fn extremely_long_fields_and_headers_are_refused() {
     let id = reply.headers["x-request-id"].to_str().unwrap();
     assert!(id.len() <= 128, "the long request id was echoed");
     // A 10 kB refresh token.
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": long }),
-        None,
-    )
-    .await
-    .expect_error(422, "validation_error");
+    t.refresh(&long).await.expect_error(422, "validation_error");
     // A 10 kB file name is only a name.
     let reply = t
         .send(
@@ -881,60 +868,31 @@ async fn replayed_and_foreign_refresh_tokens_are_refused() {
         .await;
     reg.expect(201);
     let first = reg.refresh_token();
-    let rotated = t
-        .post_json(
-            "/api/v1/auth/refresh",
-            json!({ "refresh_token": first }),
-            None,
-        )
-        .await;
+    let rotated = t.refresh(&first).await;
     rotated.expect(200);
     let second = rotated.refresh_token();
     // Replaying the spent token is refused, and revokes its successor too.
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": first }),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": second }),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
+    t.refresh(&first)
+        .await
+        .expect_error(401, "invalid_refresh_token");
+    t.refresh(&second)
+        .await
+        .expect_error(401, "invalid_refresh_token");
     // Another tenant's refresh token means nothing here.
     let other = Tenant::new(&[]).await;
     let foreign = other
         .register("chavez", &face("genuine/hugo_chavez_1.jpg"), IP)
         .await;
     foreign.expect(201);
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": foreign.refresh_token() }),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
-    // ...and it still works at home: the failed use elsewhere did not spend it.
-    other
-        .post_json(
-            "/api/v1/auth/refresh",
-            json!({ "refresh_token": foreign.refresh_token() }),
-            None,
-        )
+    t.refresh(&foreign.refresh_token())
         .await
-        .expect(200);
+        .expect_error(401, "invalid_refresh_token");
+    // ...and it still works at home: the failed use elsewhere did not spend it.
+    other.refresh(&foreign.refresh_token()).await.expect(200);
     // An access token is no refresh token (and longer than one may be).
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": reg.access_token() }),
-        None,
-    )
-    .await
-    .expect_error(422, "validation_error");
+    t.refresh(&reg.access_token())
+        .await
+        .expect_error(422, "validation_error");
     // SQL text, a wildcard, a NUL and a near miss are not refresh tokens.
     let mut near_miss = second.clone();
     near_miss.replace_range(..1, if second.starts_with('0') { "1" } else { "0" });
@@ -945,13 +903,9 @@ async fn replayed_and_foreign_refresh_tokens_are_refused() {
         "%".to_owned(),
         "\u{0}".to_owned(),
     ] {
-        t.post_json(
-            "/api/v1/auth/refresh",
-            json!({ "refresh_token": bogus }),
-            None,
-        )
-        .await
-        .expect_error(401, "invalid_refresh_token");
+        t.refresh(&bogus)
+            .await
+            .expect_error(401, "invalid_refresh_token");
     }
     // A logged-out token is refused.
     let login = t
@@ -965,13 +919,9 @@ async fn replayed_and_foreign_refresh_tokens_are_refused() {
         ))
         .unwrap();
     t.send(r, IP).await.expect(204);
-    t.post_json(
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": login.refresh_token() }),
-        None,
-    )
-    .await
-    .expect_error(401, "invalid_refresh_token");
+    t.refresh(&login.refresh_token())
+        .await
+        .expect_error(401, "invalid_refresh_token");
     // Tokens of a replayed family are gone for good: every row of the first family is
     // revoked.
     let live: i64 = t

@@ -168,11 +168,8 @@ impl Tenant {
     }
 
     pub async fn register(&self, username: &str, image: &[u8], ip: &str) -> Reply {
-        let body = Multipart::new()
-            .text("username", username)
-            .text("email", &format!("{username}@example.com"))
-            .text("password", "correct horse battery")
-            .file("face_image", "face.jpg", image)
+        let email = format!("{username}@example.com");
+        let body = Multipart::registration(username, &email, "correct horse battery", image)
             .request("/api/v1/auth/register");
         self.send(body, ip).await
     }
@@ -184,11 +181,7 @@ impl Tenant {
         password: &str,
         image: &[u8],
     ) -> Reply {
-        let body = Multipart::new()
-            .text("username", username)
-            .text("email", email)
-            .text("password", password)
-            .file("face_image", "face.jpg", image)
+        let body = Multipart::registration(username, email, password, image)
             .request("/api/v1/auth/register");
         self.send(body, "192.0.2.10").await
     }
@@ -218,6 +211,16 @@ impl Tenant {
         self.send(
             r.body(Body::from(json.to_string())).expect("request"),
             "127.0.0.1",
+        )
+        .await
+    }
+
+    /// `POST /api/v1/auth/refresh` with `{"refresh_token": token}`.
+    pub async fn refresh(&self, token: &str) -> Reply {
+        self.post_json(
+            "/api/v1/auth/refresh",
+            serde_json::json!({ "refresh_token": token }),
+            None,
         )
         .await
     }
@@ -324,6 +327,15 @@ impl Multipart {
             boundary: format!("----faceid{}", uuid::Uuid::new_v4().simple()),
             body: Vec::new(),
         }
+    }
+
+    /// The registration form: username, email, password and a face image.
+    pub fn registration(username: &str, email: &str, password: &str, image: &[u8]) -> Self {
+        Self::new()
+            .text("username", username)
+            .text("email", email)
+            .text("password", password)
+            .file("face_image", "face.jpg", image)
     }
 
     pub fn text(mut self, name: &str, value: &str) -> Self {
