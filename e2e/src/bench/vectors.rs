@@ -378,49 +378,64 @@ async fn copy_gallery(
     model_version: &str,
 ) -> Result<()> {
     let s = quote_ident(schema);
-    const BATCH: usize = 20_000;
     // A well-formed argon2id string that matches no password.
     let hash = b"$argon2id$v=19$m=19456,t=2,p=1$YmVuY2hzeW50aGV0aWM$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let mut copy = pool
-        .copy_in_raw(&format!(
+    copy_binary(
+        pool,
+        &format!(
             "COPY {s}.users (id, username, email, password_hash, face_embedding, model_version) \
              FROM STDIN WITH (FORMAT BINARY)"
-        ))
-        .await?;
-    copy.send(COPY_HEADER).await?;
-    for (b, chunk) in ids.chunks(BATCH).enumerate() {
-        let mut buf = Vec::with_capacity(chunk.len() * 720);
-        for (r, id) in chunk.iter().enumerate() {
-            let i = b * BATCH + r;
+        ),
+        ids.len(),
+        720,
+        |i, buf| {
             buf.extend_from_slice(&6i16.to_be_bytes());
-            put_field(&mut buf, id.as_bytes());
-            put_field(&mut buf, format!("syn{i:07}").as_bytes());
-            put_field(&mut buf, format!("syn{i:07}@bench.invalid").as_bytes());
-            put_field(&mut buf, hash);
-            put_vector(&mut buf, &gallery[i * DIM..(i + 1) * DIM]);
-            put_field(&mut buf, model_version.as_bytes());
-        }
-        copy.send(buf).await?;
-    }
-    copy.send(COPY_TRAILER.as_slice()).await?;
-    copy.finish().await?;
-
-    let mut copy = pool
-        .copy_in_raw(&format!(
+            put_field(buf, ids[i].as_bytes());
+            put_field(buf, format!("syn{i:07}").as_bytes());
+            put_field(buf, format!("syn{i:07}@bench.invalid").as_bytes());
+            put_field(buf, hash);
+            put_vector(buf, &gallery[i * DIM..(i + 1) * DIM]);
+            put_field(buf, model_version.as_bytes());
+        },
+    )
+    .await?;
+    copy_binary(
+        pool,
+        &format!(
             "COPY {s}.face_embeddings (id, user_id, embedding, model_version) \
              FROM STDIN WITH (FORMAT BINARY)"
-        ))
-        .await?;
-    copy.send(COPY_HEADER).await?;
-    for (b, chunk) in ids.chunks(BATCH).enumerate() {
-        let mut buf = Vec::with_capacity(chunk.len() * 600);
-        for (r, id) in chunk.iter().enumerate() {
-            let i = b * BATCH + r;
+        ),
+        ids.len(),
+        600,
+        |i, buf| {
             buf.extend_from_slice(&4i16.to_be_bytes());
-            put_field(&mut buf, Uuid::new_v4().as_bytes());
-            put_field(&mut buf, id.as_bytes());
-            put_vector(&mut buf, &gallery[i * DIM..(i + 1) * DIM]);
-            put_field(&mut buf, model_version.as_bytes());
+            put_field(buf, Uuid::new_v4().as_bytes());
+            put_field(buf, ids[i].as_bytes());
+            put_vector(buf, &gallery[i * DIM..(i + 1) * DIM]);
+            put_field(buf, model_version.as_bytes());
+        },
+    )
+    .await
+}
+
+/// Streams `rows` rows through the binary `COPY ... FROM STDIN` statement `sql`, 20,000
+/// rows (about `row_bytes` each) per message; `row(i, buf)` appends row `i`, field count
+/// first.
+async fn copy_binary(
+    pool: &PgPool,
+    sql: &str,
+    rows: usize,
+    row_bytes: usize,
+    mut row: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<()> {
+    const BATCH: usize = 20_000;
+    let mut copy = pool.copy_in_raw(sql).await?;
+    copy.send(COPY_HEADER).await?;
+    for start in (0..rows).step_by(BATCH) {
+        let end = (start + BATCH).min(rows);
+        let mut buf = Vec::with_capacity((end - start) * row_bytes);
+        for i in start..end {
+            row(i, &mut buf);
         }
         copy.send(buf).await?;
     }
