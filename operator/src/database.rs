@@ -641,12 +641,13 @@ async fn drop_bounded(
         .await?;
     lock(conn, CATALOG_LOCK).await?;
     let result = drop_claimed(conn, tenant, schema, role).await;
+    // Release and reset whatever happened, then report the drop's own error first.
     let unlocked = unlock(conn, CATALOG_LOCK).await;
+    let reset = sqlx::query("RESET lock_timeout").execute(&mut *conn).await;
+    let dropped = result?;
     unlocked?;
-    sqlx::query("RESET lock_timeout")
-        .execute(&mut *conn)
-        .await?;
-    result
+    reset?;
+    Ok(dropped)
 }
 
 async fn drop_claimed(

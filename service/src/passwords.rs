@@ -35,7 +35,6 @@ pub struct PasswordHasher {
     /// Work areas not in use; never more than `concurrency`.
     idle: Mutex<Vec<Vec<Block>>>,
     params: Params,
-    concurrency: usize,
 }
 
 impl PasswordHasher {
@@ -46,13 +45,7 @@ impl PasswordHasher {
             permits: Semaphore::new(concurrency),
             idle: Mutex::new(Vec::with_capacity(concurrency)),
             params: Params::default(),
-            concurrency,
         }
-    }
-
-    /// The most hashes that run at once.
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
     }
 
     /// Hashes `password` with a fresh random salt on Tokio's blocking pool; waits
