@@ -133,14 +133,24 @@ pub struct DetectorInput {
     pub scale: f32,
 }
 
-/// Scales `img` for the detector (see the module docs).
-pub fn prepare(img: &RgbImage, long_side: usize) -> DetectorInput {
-    let (w, h) = (img.width() as f32, img.height() as f32);
+/// The scaled image size (`sw x sh`, at least 1x1) and the tensor size (each side rounded
+/// up to the stride) for a `width x height` image scaled to `long_side`.
+pub fn input_size(width: u32, height: u32, long_side: usize) -> ([f32; 2], [usize; 2]) {
+    let (w, h) = (width as f32, height as f32);
     let scale = long_side as f32 / w.max(h);
     let sw = (w * scale).round().max(1.0);
     let sh = (h * scale).round().max(1.0);
-    let width = (sw as usize).div_ceil(STRIDE) * STRIDE;
-    let height = (sh as usize).div_ceil(STRIDE) * STRIDE;
+    let tensor = [
+        (sw as usize).div_ceil(STRIDE) * STRIDE,
+        (sh as usize).div_ceil(STRIDE) * STRIDE,
+    ];
+    ([sw, sh], tensor)
+}
+
+/// Scales `img` for the detector (see the module docs).
+pub fn prepare(img: &RgbImage, long_side: usize) -> DetectorInput {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let ([sw, sh], [width, height]) = input_size(img.width(), img.height(), long_side);
     let mut tensor = vec![0.0f32; 3 * width * height];
     resample_planar(
         img,

@@ -315,11 +315,7 @@ impl FaceEngine {
         let model = self.inner.config.detection_model;
         let mut cases: Vec<(String, [usize; 4], f64)> = Vec::new();
         for (w, h) in [photo, (640, 480), (1280, 720)] {
-            let long = detect::input_long_side(w, h, model);
-            let (w, h) = (w as f32, h as f32);
-            let scale = long as f32 / w.max(h);
-            let iw = ((w * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
-            let ih = ((h * scale).round() as usize).div_ceil(detect::STRIDE) * detect::STRIDE;
+            let (_, [iw, ih]) = detect::input_size(w, h, detect::input_long_side(w, h, model));
             cases.push((
                 format!("detector (for {w}x{h})"),
                 [1, 3, ih, iw],
