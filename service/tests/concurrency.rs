@@ -72,59 +72,48 @@ async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
         .collect(),
     );
 
-    // One username (in different cases), different e-mails.
-    let p = photos.clone();
-    let replies = all_at_once(&t, 6, move |t, i| {
-        let p = p.clone();
-        async move {
-            let username = if i % 2 == 0 { "samename" } else { "SameName" };
-            t.send(
-                Multipart::registration(
-                    username,
-                    &format!("user{i}@example.com"),
-                    "correct horse battery",
-                    &p[i % p.len()],
-                )
-                .request("/api/v1/auth/register"),
-                IP,
-            )
-            .await
-        }
-    })
-    .await;
-    let counts = tally(&replies);
-    eprintln!("same username x6: {counts:?}");
-    assert_eq!(counts.get("201 <none>"), Some(&1), "{counts:?}");
-    assert_eq!(counts.get("400 user_exists"), Some(&5), "{counts:?}");
-
-    // One e-mail (in different cases), different usernames.
-    let p = photos.clone();
-    let replies = all_at_once(&t, 6, move |t, i| {
-        let p = p.clone();
-        async move {
+    // One username (in different cases) with different e-mails, then one e-mail (in
+    // different cases) with different usernames: `form(i)` is racer i's (username, e-mail).
+    type Form = fn(usize) -> (String, String);
+    let cases: [(&str, Form); 2] = [
+        ("same username", |i| {
+            let name = if i % 2 == 0 { "samename" } else { "SameName" };
+            (name.to_owned(), format!("user{i}@example.com"))
+        }),
+        ("same e-mail", |i| {
             let email = if i % 2 == 0 {
                 "same@example.com"
             } else {
                 "SAME@Example.COM"
             };
-            t.send(
-                Multipart::registration(
-                    &format!("mailuser{i}"),
-                    email,
-                    "correct horse battery",
-                    &p[i % p.len()],
+            (format!("mailuser{i}"), email.to_owned())
+        }),
+    ];
+    for (what, form) in cases {
+        let p = photos.clone();
+        let replies = all_at_once(&t, 6, move |t, i| {
+            let p = p.clone();
+            async move {
+                let (username, email) = form(i);
+                t.send(
+                    Multipart::registration(
+                        &username,
+                        &email,
+                        "correct horse battery",
+                        &p[i % p.len()],
+                    )
+                    .request("/api/v1/auth/register"),
+                    IP,
                 )
-                .request("/api/v1/auth/register"),
-                IP,
-            )
-            .await
-        }
-    })
-    .await;
-    let counts = tally(&replies);
-    eprintln!("same e-mail x6: {counts:?}");
-    assert_eq!(counts.get("201 <none>"), Some(&1), "{counts:?}");
-    assert_eq!(counts.get("400 user_exists"), Some(&5), "{counts:?}");
+                .await
+            }
+        })
+        .await;
+        let counts = tally(&replies);
+        eprintln!("{what} x6: {counts:?}");
+        assert_eq!(counts.get("201 <none>"), Some(&1), "{counts:?}");
+        assert_eq!(counts.get("400 user_exists"), Some(&5), "{counts:?}");
+    }
 
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 2);
     assert_eq!(
