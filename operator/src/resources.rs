@@ -675,6 +675,7 @@ mod tests {
         assert_eq!(cm["FACE_RECOGNITION_TOLERANCE"], "0.55");
         assert_eq!(cm["FACE_DETECTION_MODEL"], "tiny-416");
         assert_eq!(cm["FACE_DETECTION_UPSCALE"], "false");
+        assert_eq!(cm["FACE_RECOGNITION_PRECISION"], "float32");
         assert_eq!(cm["LIVENESS_THRESHOLD"], "0.8");
         assert_eq!(cm["RATE_LIMIT_LOGIN"], "20/minute");
         assert_eq!(cm["ACCESS_TOKEN_EXPIRE_MINUTES"], "15");

@@ -128,9 +128,10 @@ pub fn run(args: &EngineArgs, image: &Path, runs: usize) -> anyhow::Result<Strin
     let _ = writeln!(
         out,
         "Photo `{}` letterboxed into each size (JPEG q90); liveness on; detector {}; \
-         {runs} timed runs after 3 warm-ups; {cpus} CPUs visible; release build.",
+         recognition {}; {runs} timed runs after 3 warm-ups; {cpus} CPUs visible; release build.",
         image.display(),
-        args.face_detection_model.name()
+        args.face_detection_model.name(),
+        args.face_recognition_precision.name()
     );
     if args.face_detection_upscale {
         let _ = writeln!(out, "Small photos scaled up to the detector input.");

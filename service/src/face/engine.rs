@@ -12,7 +12,7 @@ use super::detect::{self, Detection};
 use super::embed::Embedding;
 use super::landmarks;
 use super::liveness::{self, LivenessReport, LivenessSignals, RawFeatures};
-use super::models::{self, VerifiedModel};
+use super::models::{self, RecognitionPrecision, VerifiedModel};
 use super::pool::Pool;
 use super::quality::{self, MIN_FACE_PX};
 use super::{
@@ -133,7 +133,7 @@ impl FaceEngine {
                 config.liveness_threshold
             )));
         }
-        let verified: Vec<VerifiedModel> = models::MODEL_FILES
+        let verified: Vec<VerifiedModel> = models::model_files(config.recognition_precision)
             .iter()
             .map(|f| models::read_verified(&config.models_dir, f))
             .collect::<Result<_, _>>()?;
@@ -159,10 +159,19 @@ impl FaceEngine {
         }
         let recognition_sha = verified
             .iter()
-            .find(|m| m.file == models::RECOGNITION_FILE)
+            .find(|m| m.file == config.recognition_precision.file())
             .map(|m| m.sha256[..8].to_string())
             .unwrap_or_default();
-        let model_version = format!("{}+{recognition_sha}", models::RECOGNITION_SOURCE);
+        let model_version = match config.recognition_precision {
+            RecognitionPrecision::Float32 => {
+                format!("{}+{recognition_sha}", models::RECOGNITION_SOURCE)
+            }
+            precision => format!(
+                "{}-{}+{recognition_sha}",
+                models::RECOGNITION_SOURCE,
+                precision.name()
+            ),
+        };
         let model_hashes = verified
             .iter()
             .map(|m| (m.file, m.sha256.clone()))
@@ -325,7 +334,10 @@ impl FaceEngine {
         let ls = landmarks::INPUT_SIZE;
         cases.push(("landmarks".into(), [1, 3, ls, ls], flops::LANDMARKS));
         cases.push((
-            "recognition".into(),
+            format!(
+                "recognition ({})",
+                self.inner.config.recognition_precision.name()
+            ),
             [1, 3, CHIP_SIZE, CHIP_SIZE],
             flops::RECOGNITION,
         ));
@@ -335,7 +347,7 @@ impl FaceEngine {
             let data = vec![0.0f32; shape.iter().product()];
             let session = match name.as_str() {
                 "landmarks" => &mut s.landmarks,
-                "recognition" => &mut s.recognition,
+                n if n.starts_with("recognition") => &mut s.recognition,
                 "anti-spoofing" => &mut s.anti_spoof,
                 _ => &mut s.detector,
             };

@@ -386,7 +386,7 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Folder `{}`; detector {}{}, tolerance {}, liveness threshold {}.\n",
+        "Folder `{}`; detector {}{}, recognition {}, tolerance {}, liveness threshold {}.\n",
         dir.display(),
         args.face_detection_model.name(),
         if args.face_detection_upscale {
@@ -394,6 +394,7 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         } else {
             ""
         },
+        args.face_recognition_precision.name(),
         r.tolerance,
         r.liveness_threshold
     );
