@@ -213,7 +213,7 @@ fn default_pool_size() -> usize {
 /// Engine configuration as plain data (tests build it directly).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
-    /// Directory with the four ONNX files.
+    /// Directory with the ONNX files (`models/`).
     pub models_dir: PathBuf,
     /// ONNX Runtime library; `None`: `ORT_DYLIB_PATH`, then the system library path.
     pub ort_dylib_path: Option<PathBuf>,
