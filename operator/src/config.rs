@@ -100,8 +100,8 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
     if let Some(upscale) = spec.recognition.detection_upscale {
         set("FACE_DETECTION_UPSCALE", upscale.to_string());
     }
-    if let Some(precision) = spec.recognition.precision {
-        set("FACE_RECOGNITION_PRECISION", precision.name().to_owned());
+    if let Some(precision) = &spec.recognition.precision {
+        set("FACE_RECOGNITION_PRECISION", precision.clone());
     }
     set("LIVENESS_ENABLED", spec.liveness.enabled.to_string());
     set("LIVENESS_THRESHOLD", spec.liveness.threshold.clone());

@@ -117,7 +117,7 @@ pub struct EngineArgs {
     pub face_detection_upscale: bool,
 
     /// Recognition network precision: `int8` (default; 2.9x faster embedding on CPUs with
-    /// VNNI, embeddings 0.035 from the float32 ones at the median) or `float32` (the
+    /// VNNI, embeddings 0.036 from the float32 ones at the median) or `float32` (the
     /// original computation). Part of the stored model version (docs/FACE_ENGINE.md).
     #[arg(
         long,

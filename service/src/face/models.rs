@@ -45,7 +45,7 @@ pub const RECOGNITION_SOURCE: &str = "face-api-resnet128@1.7.15";
 #[serde(rename_all = "lowercase")]
 pub enum RecognitionPrecision {
     /// int8 weights and activations: 2.9x faster on CPUs with AVX-512 VNNI or AVX-VNNI;
-    /// its embeddings are 0.035 (median) from the float32 ones (docs/FACE_ENGINE.md).
+    /// its embeddings are 0.036 (median) from the float32 ones (docs/FACE_ENGINE.md).
     Int8,
     /// The source's float32 computation (face-api and dlib parity).
     Float32,
