@@ -224,16 +224,17 @@ pub struct RecognitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection_upscale: Option<bool>,
     /// Recognition network precision (`FACE_RECOGNITION_PRECISION`): `int8` (2.9x faster
-    /// embedding; embeddings 0.036 from the float32 ones at the median) or `float32` (the
-    /// original computation). Templates stay comparable across the two; each is stored
-    /// with its model version. Unset: the service's default (`int8`).
+    /// embedding on CPUs with VNNI; embeddings 0.036 from the float32 ones at the median),
+    /// `float32` (the original computation) or `auto` (int8 on x86-64 nodes with AVX-512
+    /// VNNI or AVX-VNNI, float32 elsewhere). Templates stay comparable across the two;
+    /// each is stored with its model version. Unset: the service's default (`auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(int8|float32)$"))]
+    #[schemars(regex(pattern = r"^(auto|int8|float32)$"))]
     pub precision: Option<String>,
 }
 
 /// The recognition precisions the service accepts in `FACE_RECOGNITION_PRECISION`.
-pub const RECOGNITION_PRECISIONS: &[&str] = &["int8", "float32"];
+pub const RECOGNITION_PRECISIONS: &[&str] = &["auto", "int8", "float32"];
 
 /// The detector names the service accepts in `FACE_DETECTION_MODEL`.
 pub const DETECTION_MODELS: &[&str] = &[

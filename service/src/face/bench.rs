@@ -131,7 +131,7 @@ pub fn run(args: &EngineArgs, image: &Path, runs: usize) -> anyhow::Result<Strin
          recognition {}; {runs} timed runs after 3 warm-ups; {cpus} CPUs visible; release build.",
         image.display(),
         args.face_detection_model.name(),
-        args.face_recognition_precision.name()
+        args.face_recognition_precision.resolve().name()
     );
     if args.face_detection_upscale {
         let _ = writeln!(out, "Small photos scaled up to the detector input.");

@@ -68,6 +68,8 @@ struct Inner {
     admission: Arc<tokio::sync::Semaphore>,
     model_version: String,
     model_hashes: Vec<(&'static str, String)>,
+    /// The recognition precision that runs (the setting, resolved for this CPU).
+    precision: RecognitionPrecision,
 }
 
 /// The face engine. Cloning is cheap (an `Arc`); every clone shares the sessions.
@@ -133,7 +135,16 @@ impl FaceEngine {
                 config.liveness_threshold
             )));
         }
-        let verified: Vec<VerifiedModel> = models::model_files(config.recognition_precision)
+        let precision = config.recognition_precision.resolve();
+        if precision != config.recognition_precision {
+            tracing::info!(
+                setting = config.recognition_precision.name(),
+                precision = precision.name(),
+                vnni = models::cpu_has_vnni(),
+                "recognition precision chosen for this CPU"
+            );
+        }
+        let verified: Vec<VerifiedModel> = models::model_files(precision)
             .iter()
             .map(|f| models::read_verified(&config.models_dir, f))
             .collect::<Result<_, _>>()?;
@@ -159,10 +170,10 @@ impl FaceEngine {
         }
         let recognition_sha = verified
             .iter()
-            .find(|m| m.file == config.recognition_precision.file())
+            .find(|m| m.file == precision.file())
             .map(|m| m.sha256[..8].to_string())
             .unwrap_or_default();
-        let model_version = match config.recognition_precision {
+        let model_version = match precision {
             RecognitionPrecision::Float32 => {
                 format!("{}+{recognition_sha}", models::RECOGNITION_SOURCE)
             }
@@ -179,6 +190,7 @@ impl FaceEngine {
         Ok(FaceEngine {
             inner: Arc::new(Inner {
                 admission: Arc::new(tokio::sync::Semaphore::new(config.pool_size)),
+                precision,
                 pool: Pool::new(slots),
                 config,
                 model_version,
@@ -299,6 +311,11 @@ impl FaceEngine {
         self.inner.config.liveness_threshold
     }
 
+    /// The recognition precision that runs (`Auto` resolved for this CPU).
+    pub fn recognition_precision(&self) -> RecognitionPrecision {
+        self.inner.precision
+    }
+
     /// The configuration the engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
@@ -334,10 +351,7 @@ impl FaceEngine {
         let ls = landmarks::INPUT_SIZE;
         cases.push(("landmarks".into(), [1, 3, ls, ls], flops::LANDMARKS));
         cases.push((
-            format!(
-                "recognition ({})",
-                self.inner.config.recognition_precision.name()
-            ),
+            format!("recognition ({})", self.inner.precision.name()),
             [1, 3, CHIP_SIZE, CHIP_SIZE],
             flops::RECOGNITION,
         ));

@@ -394,7 +394,7 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
         } else {
             ""
         },
-        args.face_recognition_precision.name(),
+        args.face_recognition_precision.resolve().name(),
         r.tolerance,
         r.liveness_threshold
     );

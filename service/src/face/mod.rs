@@ -13,7 +13,7 @@
 //! 5. [`quality`]: size, sharpness, exposure and pose, each with a named reason.
 //! 6. [`embed`]: the dlib ResNet (face-api port), a 128-d vector compared by Euclidean
 //!    distance; the tolerance 0.6 keeps `face_recognition`'s meaning. By default its int8
-//!    version runs ([`RecognitionPrecision`]).
+//!    version runs where the CPU has VNNI ([`RecognitionPrecision`]).
 //! 7. [`liveness`] (optional): texture, frequency, colour and brightness signals fused with
 //!    the anti-spoofing net into one score in `[0, 1]`.
 //!
@@ -116,14 +116,15 @@ pub struct EngineArgs {
     )]
     pub face_detection_upscale: bool,
 
-    /// Recognition network precision: `int8` (default; 2.9x faster embedding on CPUs with
-    /// VNNI, embeddings 0.036 from the float32 ones at the median) or `float32` (the
-    /// original computation). Part of the stored model version (docs/FACE_ENGINE.md).
+    /// Recognition network precision: `int8` (2.9x faster embedding on CPUs with VNNI,
+    /// embeddings 0.036 from the float32 ones at the median), `float32` (the original
+    /// computation) or `auto` (int8 on x86-64 CPUs with AVX-512 VNNI or AVX-VNNI, float32
+    /// elsewhere). Part of the stored model version (docs/FACE_ENGINE.md).
     #[arg(
         long,
         env = "FACE_RECOGNITION_PRECISION",
         value_name = "FACE_RECOGNITION_PRECISION",
-        default_value = "int8"
+        default_value = "auto"
     )]
     pub face_recognition_precision: RecognitionPrecision,
 
@@ -225,7 +226,7 @@ pub struct EngineConfig {
     pub detection_model: DetectionModel,
     /// Whether photos smaller than the detector input are scaled up to it.
     pub detection_upscale: bool,
-    /// Which recognition model runs.
+    /// Which recognition model runs (`Auto`: decided by the CPU at load).
     pub recognition_precision: RecognitionPrecision,
     /// Euclidean match tolerance.
     pub tolerance: f32,
@@ -245,7 +246,7 @@ impl EngineConfig {
             pool_size: default_pool_size(),
             detection_model: DetectionModel::Tiny416,
             detection_upscale: false,
-            recognition_precision: RecognitionPrecision::Int8,
+            recognition_precision: RecognitionPrecision::Auto,
             tolerance: 0.6,
             liveness_threshold: 0.7,
             limits: ImageLimits::default(),

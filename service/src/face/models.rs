@@ -44,8 +44,11 @@ pub const RECOGNITION_SOURCE: &str = "face-api-resnet128@1.7.15";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecognitionPrecision {
-    /// int8 weights and activations: 2.9x faster on CPUs with AVX-512 VNNI or AVX-VNNI;
-    /// its embeddings are 0.036 (median) from the float32 ones (docs/FACE_ENGINE.md).
+    /// `int8` on x86-64 CPUs with AVX-512 VNNI or AVX-VNNI, `float32` elsewhere (see
+    /// [`RecognitionPrecision::resolve`]).
+    Auto,
+    /// int8 weights and activations: 2.9x faster on CPUs with VNNI; its embeddings are
+    /// 0.036 (median) from the float32 ones (docs/FACE_ENGINE.md).
     Int8,
     /// The source's float32 computation (face-api and dlib parity).
     Float32,
@@ -55,17 +58,43 @@ impl RecognitionPrecision {
     /// The name used in settings and in the model version.
     pub fn name(self) -> &'static str {
         match self {
+            RecognitionPrecision::Auto => "auto",
             RecognitionPrecision::Int8 => "int8",
             RecognitionPrecision::Float32 => "float32",
         }
     }
 
-    /// Its model file.
-    pub fn file(self) -> &'static str {
+    /// What runs on this CPU: `Auto` becomes `Int8` only where ONNX Runtime's int8
+    /// convolutions are both fast and exact. Without VNNI, x86-64 falls back to
+    /// `vpmaddubsw`, whose 16-bit sums of uint8 x int8 products can saturate (ONNX
+    /// Runtime's quantisation notes; the model was not quantised with `reduce_range`),
+    /// and other architectures were not measured: both get `Float32`.
+    pub fn resolve(self) -> RecognitionPrecision {
         match self {
-            RecognitionPrecision::Int8 => RECOGNITION_INT8_FILE,
-            RecognitionPrecision::Float32 => RECOGNITION_FILE,
+            RecognitionPrecision::Auto if cpu_has_vnni() => RecognitionPrecision::Int8,
+            RecognitionPrecision::Auto => RecognitionPrecision::Float32,
+            explicit => explicit,
         }
+    }
+
+    /// The model file of a resolved precision (`Auto` is resolved first).
+    pub fn file(self) -> &'static str {
+        match self.resolve() {
+            RecognitionPrecision::Int8 => RECOGNITION_INT8_FILE,
+            _ => RECOGNITION_FILE,
+        }
+    }
+}
+
+/// Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI).
+pub fn cpu_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512vnni") || std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -215,6 +244,18 @@ pub fn build_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_precisions_stay_and_auto_follows_the_cpu() {
+        use RecognitionPrecision::*;
+        assert_eq!(Int8.resolve(), Int8);
+        assert_eq!(Float32.resolve(), Float32);
+        let auto = if cpu_has_vnni() { Int8 } else { Float32 };
+        assert_eq!(Auto.resolve(), auto);
+        assert_eq!(Auto.file(), auto.file());
+        assert_eq!(model_files(Int8)[2], RECOGNITION_INT8_FILE);
+        assert_eq!(model_files(Float32)[2], RECOGNITION_FILE);
+    }
 
     #[test]
     fn every_model_has_a_checksum() {
