@@ -94,7 +94,7 @@ convert() {  # $1: output folder
     log "no $FACES_DIR/genuine: cannot calibrate face_recognition_int8.onnx (set FACES_DIR)"; exit 1
   fi
   (cd "$MODELS" && "$PY" -m convert.quantize --models "$1" --faces "$FACES_DIR" \
-    --out "$1/face_recognition_int8.onnx") 2> >(grep -v -e '^WARNING' -e 'quantization' >&2)
+    --out "$1/face_recognition_int8.onnx")
 }
 
 ensure_venv

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import os
 import sys
 import tempfile
@@ -92,6 +93,9 @@ def main(argv=None):
         so.optimized_model_filepath = folded
         ort.InferenceSession(os.path.join(a.models, SOURCE), so, providers=["CPUExecutionProvider"])
         quantized = os.path.join(tmp, "int8.onnx")
+        # quantize_static logs (root logger) a suggestion to run its pre-processing; the
+        # folding above is that step for this graph (constant folding, shapes are static).
+        logging.getLogger().setLevel(logging.ERROR)
         quantize_static(
             folded,
             quantized,
