@@ -225,6 +225,17 @@ impl Tenant {
         .await
     }
 
+    /// Replays the already rotated refresh token `spent`: refused, and the token it was
+    /// rotated into (`successor`) is revoked with it.
+    pub async fn expect_replay_revokes(&self, spent: &str, successor: &str) {
+        self.refresh(spent)
+            .await
+            .expect_error(401, "invalid_refresh_token");
+        self.refresh(successor)
+            .await
+            .expect_error(401, "invalid_refresh_token");
+    }
+
     pub async fn admin_post(&self, path: &str) -> Reply {
         let r = Request::post(path)
             .header(header::AUTHORIZATION, "Bearer test-admin-key-0123456789")
