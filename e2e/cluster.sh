@@ -24,7 +24,7 @@ FACEID_IMAGE=${FACEID_IMAGE:-faceid:dev}
 FACEID_OPERATOR_IMAGE=${FACEID_OPERATOR_IMAGE:-faceid-operator:dev}
 NS=${E2E_NAMESPACE:-faceid-e2e}
 OPERATOR_NS=faceid-system
-FACES_DIR=${FACES_DIR:-$ROOT/../shared/faces}
+FACES_DIR=${FACES_DIR:-$ROOT/testdata/faces}
 
 skip() { echo "cluster suite: SKIPPED: $*"; exit 0; }
 step() { printf '\n[cluster] %s\n' "$*"; }

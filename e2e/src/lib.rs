@@ -19,11 +19,11 @@ pub fn repo_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// The shared face images (`../shared/faces` beside the repository, or `FACES_DIR`).
+/// The test photos: `testdata/faces` in the repository, or `FACES_DIR` for a bigger set.
 pub fn faces_dir() -> PathBuf {
     std::env::var_os("FACES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/faces"))
+        .unwrap_or_else(|| repo_root().join("testdata/faces"))
 }
 
 /// An environment variable the suites need, with a hint when it is missing.

@@ -1,5 +1,5 @@
 //! The HTTP API against real PostgreSQL + pgvector, Redis and the real face engine,
-//! with real photos from `../shared/faces`.
+//! with real photos from `testdata/faces`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
 

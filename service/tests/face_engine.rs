@@ -1,7 +1,7 @@
 //! Face engine against the real models and the shared test photos.
 //!
 //! Needs ONNX Runtime: run through `scripts/test.sh`, or `source .dev/env` first (it sets
-//! `ORT_DYLIB_PATH`). Photos: `FACES_DIR`, default `../shared/faces` next to the repo.
+//! `ORT_DYLIB_PATH`). Photos: `FACES_DIR`, default `testdata/faces` in the repository.
 
 // Helpers outside `#[test]` functions: a failed unwrap is a failed assertion here too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -23,7 +23,7 @@ fn faces_dir() -> PathBuf {
     std::env::var_os("FACES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/faces"))
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/faces"))
         })
 }
 
@@ -69,7 +69,7 @@ fn analyze(
     engine().analyze_blocking(&bytes, AnalyzeOptions { purpose, liveness })
 }
 
-/// Measured on ../shared/faces (docs/FACE_ENGINE.md), with the default recognition
+/// Measured on testdata/faces (the same photos as ../shared/faces) (docs/FACE_ENGINE.md), with the default recognition
 /// precision (int8 on this CPU): 84 of 85 photos analysed (one is refused for its head
 /// pose), 116 of 117 genuine pairs within 0.6 (float32: 117), 3 of 3369 impostor pairs
 /// within 0.6 (0.09%). Asserted with a small margin.

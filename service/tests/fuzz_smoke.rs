@@ -192,7 +192,7 @@ fn smoke(target: &str, harness: fn(&[u8]), mut seeds: Vec<Vec<u8>>) -> u64 {
 fn fuzz_smoke_decode() {
     let mut seeds = harness::decode_seeds();
     // Two real photos, so mutations reach the JPEG and PNG decoders' deeper states.
-    let faces = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/faces/genuine");
+    let faces = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/faces/genuine");
     for name in ["colin_powell_1.jpg", "jim_parsons_1.png"] {
         if let Ok(data) = std::fs::read(faces.join(name)) {
             seeds.push(data);

@@ -215,7 +215,7 @@ impl Platform {
         let faces = faces_dir();
         if !faces.join("genuine").is_dir() {
             bail!(
-                "{} has no genuine/ folder: set FACES_DIR to the shared face images",
+                "{} has no genuine/ folder: set FACES_DIR to a folder laid out like testdata/faces",
                 faces.display()
             );
         }

@@ -39,12 +39,12 @@ pub enum FaceCommand {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Evaluate on a folder laid out like ../shared/faces (genuine/, noface/, multiface/,
+    /// Evaluate on a folder laid out like testdata/faces (genuine/, noface/, multiface/,
     /// bad/, spoof/attack, spoof/live): distance distributions, acceptance rates, EER,
     /// liveness APCER/BPCER. Prints Markdown.
     Eval {
         /// The folder.
-        #[arg(default_value = "../shared/faces")]
+        #[arg(default_value = "testdata/faces")]
         dir: PathBuf,
         #[command(flatten)]
         engine: EngineArgs,
@@ -53,7 +53,7 @@ pub enum FaceCommand {
     /// and two, plus model FLOPs and achieved GFLOP/s. Prints Markdown.
     Bench {
         /// Photo to letterbox into the two sizes.
-        #[arg(long, default_value = "../shared/faces/genuine/barack_obama_1.jpg")]
+        #[arg(long, default_value = "testdata/faces/genuine/barack_obama_1.jpg")]
         image: PathBuf,
         /// Timed runs per configuration (after 3 warm-up runs).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100000))]

@@ -35,11 +35,11 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The shared face images (`../shared/faces` beside the repository, or `FACES_DIR`).
+/// The test photos: `testdata/faces` in the repository, or `FACES_DIR` for a bigger set.
 pub fn faces_dir() -> PathBuf {
     std::env::var_os("FACES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/faces"))
+        .unwrap_or_else(|| repo_root().join("testdata/faces"))
 }
 
 /// Bytes of a face image, e.g. `face("genuine/george_w_bush_1.jpg")`.
