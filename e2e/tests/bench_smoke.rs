@@ -59,6 +59,10 @@ async fn http_smoke_against_a_running_service() {
         ("SECRET_KEY", "bench-smoke-secret-key-0123456789abcdef-0123"),
         ("ADMIN_API_KEY", "bench-smoke-admin-key-0123456789"),
         ("RATE_LIMIT_ENABLED", "false"),
+        // The bench logs in face-only against a gallery past the safe size and registers
+        // repeated photos: both guards opened, as in `Platform::service_env`.
+        ("FACE_ONLY_ACCEPT_RISK", "true"),
+        ("ALLOW_DUPLICATE_FACES", "true"),
         ("ORT_DYLIB_PATH", &ort),
         ("MODELS_DIR", &repo_root().join("models").to_string_lossy()),
     ]

@@ -162,7 +162,9 @@ async fn two_tenants_on_one_platform() {
     let a = tenant(
         &format!("acme-{run}"),
         &format!("acme_{run}"),
-        "  recognition: { tolerance: \"0.6\" }\n  security: { maxFailedLoginAttempts: 3, lockoutMinutes: 10 }\n  rateLimits: { login: 100/minute, register: 50/hour }",
+        // Three people log in face-only at the shipped tolerance, past its safe size (1):
+        // this tenant raises the size explicitly (tenant B's 0.55 serves 8 by default).
+        "  recognition: { tolerance: \"0.6\" }\n  login: { faceOnlyMaxUsers: 3 }\n  security: { maxFailedLoginAttempts: 3, lockoutMinutes: 10 }\n  rateLimits: { login: 100/minute, register: 50/hour }",
     );
     let b = tenant(
         &format!("globex-{run}"),
@@ -176,7 +178,7 @@ async fn two_tenants_on_one_platform() {
         let provisioned = database::provision(&pool, &ProvisionRequest::for_tenant(t, &password))
             .await
             .unwrap();
-        assert_eq!(provisioned.migrations_applied, vec![1]);
+        assert_eq!(provisioned.migrations_applied, vec![1, 2]);
         let secrets = TenantSecrets {
             database_url: database::role_database_url(&admin_url, &provisioned.role, &password)
                 .unwrap(),

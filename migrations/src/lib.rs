@@ -27,11 +27,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "security",
+        sql: include_str!("../0002_security.sql"),
+    },
+];
 
 /// What can go wrong while migrating a tenant schema.
 #[derive(Debug, thiserror::Error)]

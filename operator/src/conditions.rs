@@ -14,6 +14,8 @@ pub mod types {
     pub const DATABASE_READY: &str = "DatabaseReady";
     /// The Deployment has its ready replicas.
     pub const WORKLOAD_READY: &str = "WorkloadReady";
+    /// Face-only (1:N) login is open: informational, it never blocks `Ready`.
+    pub const FACE_ONLY_LOGIN: &str = "FaceOnlyLogin";
 }
 
 /// Condition reasons (CamelCase, stable: alerts and scripts may match on them).
@@ -60,6 +62,14 @@ pub mod reasons {
     pub const DEPLOYMENT_PROGRESSING: &str = "DeploymentProgressing";
     /// WorkloadReady: the tenant is scaled to zero replicas.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// FaceOnlyLogin True: the gallery is within the safe size for the tolerance.
+    pub const WITHIN_SAFE_SIZE: &str = "WithinSafeGallerySize";
+    /// FaceOnlyLogin False: past the safe size, face-only logins are asked for the username.
+    pub const PAST_SAFE_SIZE: &str = "PastSafeGallerySize";
+    /// FaceOnlyLogin True: open past the safe size because the spec accepts the risk.
+    pub const RISK_ACCEPTED: &str = "RiskAccepted";
+    /// FaceOnlyLogin False: the tenant takes usernames only (`login.mode: username`).
+    pub const USERNAME_MODE: &str = "UsernameRequiredByMode";
 }
 
 /// Condition status values.

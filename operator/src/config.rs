@@ -103,6 +103,19 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
     if let Some(precision) = &spec.recognition.precision {
         set("FACE_RECOGNITION_PRECISION", precision.clone());
     }
+    if let Some(allow) = spec.recognition.allow_duplicate_faces {
+        set("ALLOW_DUPLICATE_FACES", allow.to_string());
+    }
+    if let Some(mode) = &spec.login.mode {
+        set("LOGIN_MODE", mode.clone());
+    }
+    if let Some(max) = spec.login.face_only_max_users {
+        set("FACE_ONLY_MAX_USERS", max.to_string());
+    }
+    set(
+        "FACE_ONLY_ACCEPT_RISK",
+        spec.login.accept_face_only_risk.to_string(),
+    );
     set("LIVENESS_ENABLED", spec.liveness.enabled.to_string());
     set("LIVENESS_THRESHOLD", spec.liveness.threshold.clone());
     set("RATE_LIMIT_ENABLED", spec.rate_limits.enabled.to_string());
@@ -122,6 +135,7 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
         "MAX_FAILED_LOGIN_ATTEMPTS",
         s.max_failed_login_attempts.to_string(),
     );
+    set("ACCOUNT_LOCK_FAILURES", s.account_lock_failures.to_string());
     set("LOCKOUT_MINUTES", s.lockout_minutes.to_string());
     set(
         "FAILED_ATTEMPT_RETENTION_DAYS",
@@ -132,6 +146,7 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
     }
     set("LOG_FORMAT", "json".to_owned());
     set("CORS_ORIGINS", spec.cors_origins.join(","));
+    set("TRUSTED_PROXY_HOPS", spec.trusted_proxy_hops.to_string());
     set("HNSW_EF_SEARCH", spec.database.hnsw.ef_search.to_string());
     env
 }
@@ -169,11 +184,13 @@ mod tests {
                     deletion_policy: Default::default(),
                 },
                 recognition: Default::default(),
+                login: Default::default(),
                 liveness: Default::default(),
                 rate_limits: Default::default(),
                 security: Default::default(),
                 redis: None,
                 cors_origins: vec![],
+                trusted_proxy_hops: 0,
                 workload: Default::default(),
             },
         );
@@ -196,19 +213,40 @@ mod tests {
         assert_eq!(env["ACCESS_TOKEN_EXPIRE_MINUTES"], "30");
         assert_eq!(env["MAX_FAILED_LOGIN_ATTEMPTS"], "10");
         assert_eq!(env["LOCKOUT_MINUTES"], "30");
+        assert_eq!(env["ACCOUNT_LOCK_FAILURES"], "100");
         assert_eq!(env["FAILED_ATTEMPT_RETENTION_DAYS"], "30");
         assert_eq!(env["LOG_FORMAT"], "json");
         assert_eq!(env["HNSW_EF_SEARCH"], "100");
         assert_eq!(env["CORS_ORIGINS"], "");
+        assert_eq!(env["TRUSTED_PROXY_HOPS"], "0");
         assert!(!env.contains_key("FACE_DETECTION_MODEL"));
         assert!(!env.contains_key("FACE_DETECTION_UPSCALE"));
         assert!(!env.contains_key("FACE_RECOGNITION_PRECISION"));
+        // Login rules: the service's safe defaults, the risk explicitly not accepted.
+        assert!(!env.contains_key("LOGIN_MODE"));
+        assert!(!env.contains_key("FACE_ONLY_MAX_USERS"));
+        assert!(!env.contains_key("ALLOW_DUPLICATE_FACES"));
+        assert_eq!(env["FACE_ONLY_ACCEPT_RISK"], "false");
         for secret in SECRET_ENV {
             assert!(
                 !env.contains_key(secret),
                 "{secret} must not be in the ConfigMap"
             );
         }
+    }
+
+    #[test]
+    fn login_rules_reach_the_service() {
+        let mut t = tenant("team-a", "acme");
+        t.spec.login.mode = Some("username".into());
+        t.spec.login.face_only_max_users = Some(40);
+        t.spec.login.accept_face_only_risk = true;
+        t.spec.recognition.allow_duplicate_faces = Some(true);
+        let env = render_config(&t);
+        assert_eq!(env["LOGIN_MODE"], "username");
+        assert_eq!(env["FACE_ONLY_MAX_USERS"], "40");
+        assert_eq!(env["FACE_ONLY_ACCEPT_RISK"], "true");
+        assert_eq!(env["ALLOW_DUPLICATE_FACES"], "true");
     }
 
     #[test]

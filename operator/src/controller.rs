@@ -782,6 +782,17 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
         generation,
         now,
     );
+    let face_only = crate::login::face_only_login(&tenant.spec, provisioned.active_users);
+    conditions::set(
+        &mut status.conditions,
+        types::FACE_ONLY_LOGIN,
+        face_only.condition,
+        face_only.reason,
+        face_only.message,
+        generation,
+        now,
+    );
+    status.login = Some(face_only.status);
     status.schema = Some(provisioned.schema.clone());
     status.database_role = Some(provisioned.role.clone());
     status.index = Some(IndexStatus {

@@ -84,6 +84,9 @@ pub struct FaceIdTenantSpec {
     /// Face matching settings.
     #[serde(default)]
     pub recognition: RecognitionSpec,
+    /// Which logins the tenant accepts, and how large a gallery face-only login serves.
+    #[serde(default)]
+    pub login: LoginSpec,
     /// Passive liveness (anti-spoofing) settings.
     #[serde(default)]
     pub liveness: LivenessSpec,
@@ -97,6 +100,14 @@ pub struct FaceIdTenantSpec {
     /// on its own (correct for one replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// Proxies in front of the service that append to `X-Forwarded-For`
+    /// (`TRUSTED_PROXY_HOPS`): 1 behind one ingress controller. The client address that
+    /// rate limits and lockouts count is then the one the outermost trusted proxy saw;
+    /// 0 (the default) uses the connection's address and ignores the header, which a
+    /// client can write. Too high a value lets clients choose their address.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub trusted_proxy_hops: i32,
     /// Origins allowed by CORS (`*` for any). Empty: no CORS headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -231,7 +242,41 @@ pub struct RecognitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(auto|int8|float32)$"))]
     pub precision: Option<String>,
+    /// Let one face register several accounts (`ALLOW_DUPLICATE_FACES`). Unset or false: a
+    /// registration whose face is within the tolerance of an enrolled template is refused
+    /// `duplicate_face` and recorded as a fraud signal, since two accounts answering to one
+    /// face would make face-only login pick either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_duplicate_faces: Option<bool>,
 }
+
+/// Login rules (docs/OPERATOR.md, "Sizing face-only login").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginSpec {
+    /// `LOGIN_MODE`: `both` (face-only 1:N login while the gallery is within the safe
+    /// size, face + username 1:1 always), `username` (1:1 only) or `face` (1:N only, a
+    /// username is refused). Unset: the service's default (`both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(both|username|face)$"))]
+    pub mode: Option<String>,
+    /// `FACE_ONLY_MAX_USERS`: most active users for which face-only login stays open.
+    /// Unset: the size measured safe for the tolerance (1 at 0.6, 8 at 0.55, 65 at 0.5,
+    /// 447 at 0.45); past it face-only logins are answered `username_required`. A larger
+    /// value takes on the risk that `acceptFaceOnlyRisk` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub face_only_max_users: Option<i64>,
+    /// `FACE_ONLY_ACCEPT_RISK`: keep face-only login open however many users are enrolled.
+    /// **Risk**: strangers are then logged in as somebody more often than 1 in 100 (at
+    /// tolerance 0.6 with 250 people, 30% of strangers on the LFW set; see
+    /// docs/FACE_ENGINE.md, "1:N identification").
+    #[serde(default)]
+    pub accept_face_only_risk: bool,
+}
+
+/// The login modes the service accepts in `LOGIN_MODE`.
+pub const LOGIN_MODES: &[&str] = &["both", "username", "face"];
 
 /// The recognition precisions the service accepts in `FACE_RECOGNITION_PRECISION`.
 pub const RECOGNITION_PRECISIONS: &[&str] = &["auto", "int8", "float32"];
@@ -252,6 +297,7 @@ impl Default for RecognitionSpec {
             detection_model: None,
             detection_upscale: None,
             precision: None,
+            allow_duplicate_faces: None,
         }
     }
 }
@@ -339,11 +385,19 @@ pub struct SecuritySpec {
     #[serde(default = "default_refresh_days")]
     #[schemars(range(min = 1, max = 365))]
     pub refresh_token_expire_days: i32,
-    /// Failed logins within an hour that lock an account (1..1000).
+    /// Failed logins from one client (IPv4 address or IPv6 /64) against one account within
+    /// an hour that lock that client, not the owner, out of the account (1..1000); from the
+    /// fourth the client also waits 1, 2, 4... seconds between attempts.
     #[serde(default = "default_max_failed")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_failed_login_attempts: i32,
-    /// How long a locked account stays locked, in minutes (1..525600).
+    /// Failed logins from all clients together against one account within an hour that
+    /// lock the account for everyone (1..100000; NIST SP 800-63B allows at most 100).
+    #[serde(default = "default_account_lock_failures")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub account_lock_failures: i32,
+    /// How long a lock (of a client out of an account, or of the account) lasts, in
+    /// minutes (1..525600).
     #[serde(default = "default_lockout_minutes")]
     #[schemars(range(min = 1, max = 525_600))]
     pub lockout_minutes: i32,
@@ -362,6 +416,9 @@ fn default_refresh_days() -> i32 {
 fn default_max_failed() -> i32 {
     10
 }
+fn default_account_lock_failures() -> i32 {
+    100
+}
 fn default_lockout_minutes() -> i32 {
     30
 }
@@ -375,6 +432,7 @@ impl Default for SecuritySpec {
             access_token_expire_minutes: default_access_minutes(),
             refresh_token_expire_days: default_refresh_days(),
             max_failed_login_attempts: default_max_failed(),
+            account_lock_failures: default_account_lock_failures(),
             lockout_minutes: default_lockout_minutes(),
             failed_attempt_retention_days: default_retention_days(),
         }
@@ -498,6 +556,22 @@ pub struct FaceIdTenantStatus {
     /// The operator-owned Secret with the generated credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The face-only login gallery as last counted (also the `FaceOnlyLogin` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginStatus>,
+}
+
+/// The face-only login gallery, counted by the operator at each database step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginStatus {
+    /// Active users: the gallery a face-only login searches.
+    pub active_users: i64,
+    /// Most active users for which face-only login is open (`spec.login.faceOnlyMaxUsers`
+    /// or the size measured safe for the tolerance).
+    pub face_only_max_users: i64,
+    /// Whether face-only login is open now.
+    pub face_only_open: bool,
 }
 
 /// HNSW parameters read back from the database.
@@ -653,6 +727,12 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             RECOGNITION_PRECISIONS,
             "recognition precision",
         ),
+        (
+            "spec.login.mode",
+            &spec.login.mode,
+            LOGIN_MODES,
+            "login mode",
+        ),
     ];
     for (field, value, known, what) in named {
         if let Some(v) = value
@@ -666,6 +746,18 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
                 ),
             });
         }
+    }
+    in_range(
+        &mut out,
+        "spec.trustedProxyHops",
+        spec.trusted_proxy_hops,
+        0..=10,
+    );
+    if spec.login.face_only_max_users.is_some_and(|n| n < 0) {
+        out.push(Invalid {
+            field: "spec.login.faceOnlyMaxUsers",
+            message: "must be 0 or more".to_owned(),
+        });
     }
     if !is_unit_decimal(&spec.liveness.threshold) {
         out.push(Invalid {
@@ -708,6 +800,12 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         "spec.security.maxFailedLoginAttempts",
         s.max_failed_login_attempts,
         1..=1000,
+    );
+    in_range(
+        &mut out,
+        "spec.security.accountLockFailures",
+        s.account_lock_failures,
+        1..=100_000,
     );
     in_range(
         &mut out,
@@ -895,6 +993,13 @@ mod tests {
             ("spec.recognition.precision", |s| {
                 s.recognition.precision = Some("int4".into())
             }),
+            ("spec.login.mode", |s| {
+                s.login.mode = Some("password".into())
+            }),
+            ("spec.trustedProxyHops", |s| s.trusted_proxy_hops = 11),
+            ("spec.login.faceOnlyMaxUsers", |s| {
+                s.login.face_only_max_users = Some(-1)
+            }),
             ("spec.liveness.threshold", |s| {
                 s.liveness.threshold = "0.7000".into()
             }),
@@ -915,6 +1020,9 @@ mod tests {
             }),
             ("spec.security.maxFailedLoginAttempts", |s| {
                 s.security.max_failed_login_attempts = 0
+            }),
+            ("spec.security.accountLockFailures", |s| {
+                s.security.account_lock_failures = 0
             }),
             ("spec.security.lockoutMinutes", |s| {
                 s.security.lockout_minutes = 525_601

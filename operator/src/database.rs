@@ -169,6 +169,8 @@ pub struct ProvisionedDatabase {
     pub index: IndexParams,
     /// Whether this call rebuilt the index.
     pub index_rebuilt: bool,
+    /// Active users in the schema: the face-only (1:N) gallery.
+    pub active_users: i64,
 }
 
 /// Outcome of [`deprovision`].
@@ -357,6 +359,12 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
     let unlocked = unlock(&mut conn, schema).await;
     let (index, index_rebuilt) = indexed?;
     unlocked?;
+    let active_users: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.users WHERE is_active",
+        quote_ident(schema)
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
     drop(conn);
 
     if schema_created || role_created || index_rebuilt || !applied.newly_applied.is_empty() {
@@ -378,6 +386,7 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
         migrations_applied: applied.newly_applied,
         index,
         index_rebuilt,
+        active_users,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 pub mod database;
 pub mod leader;
+pub mod login;
 pub mod metrics;
 pub mod resources;
 

@@ -91,7 +91,7 @@ async fn provisioning_twice_is_a_no_op() {
 
     let first = provision(&pool, &req).await.unwrap();
     assert!(first.schema_created && first.role_created);
-    assert_eq!(first.migrations_applied, vec![1]);
+    assert_eq!(first.migrations_applied, vec![1, 2]);
     assert_eq!(
         first.index,
         IndexParams {
@@ -163,7 +163,7 @@ async fn two_tenants_stay_isolated() {
         .fetch_one(&mut conn_a)
         .await
         .unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, faceid_migrations::MIGRATIONS.len() as i64);
     conn_a.close().await.unwrap();
 
     deprovision(&pool, "ns/a", &a).await.unwrap();

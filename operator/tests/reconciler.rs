@@ -72,6 +72,7 @@ impl TenantDatabase for FakeDb {
                     ef_construction: req.index.ef_construction,
                 },
                 index_rebuilt: false,
+                active_users: 0,
             })
         })
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::domain::login_policy::{LoginMode, LoginPolicy};
 use crate::domain::ratelimit::RateSpec;
 use crate::face::EngineArgs;
 
@@ -81,6 +82,31 @@ pub struct ServeArgs {
     #[arg(long, env = "MATCH_AMBIGUITY_MARGIN", default_value_t = 0.05, value_parser = parse_margin)]
     pub match_ambiguity_margin: f32,
 
+    /// Which logins the tenant accepts: `both` (face-only 1:N while the gallery is within
+    /// the safe size, and face + username 1:1 always), `username` (1:1 only) or `face`
+    /// (1:N only: a username is refused).
+    #[arg(long, env = "LOGIN_MODE", value_enum, default_value_t = LoginMode::Both)]
+    pub login_mode: LoginMode,
+
+    /// Most active users for which face-only (1:N) login stays open; past it a face-only
+    /// login is answered `username_required`. Unset: the safe size measured for
+    /// FACE_RECOGNITION_TOLERANCE (docs/OPERATOR.md, "Sizing face-only login").
+    #[arg(long, env = "FACE_ONLY_MAX_USERS")]
+    pub face_only_max_users: Option<u64>,
+
+    /// Keep face-only login open past the safe size, accepting that strangers are
+    /// logged in as somebody more often than 1 in 100 (the rates by gallery size are in
+    /// docs/FACE_ENGINE.md, "1:N identification").
+    #[arg(long, env = "FACE_ONLY_ACCEPT_RISK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub face_only_accept_risk: bool,
+
+    /// Let one face register several accounts. Off (the default), a registration whose
+    /// face is within FACE_RECOGNITION_TOLERANCE of any enrolled template, active account
+    /// or not, is refused `duplicate_face` and recorded as a fraud signal: two accounts
+    /// answering to one face would make face-only login pick either.
+    #[arg(long, env = "ALLOW_DUPLICATE_FACES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_duplicate_faces: bool,
+
     /// Apply rate limits.
     #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_enabled: bool,
@@ -110,11 +136,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REFRESH_TOKEN_EXPIRE_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub refresh_token_expire_days: u32,
 
-    /// Failed logins against one account within an hour that lock it.
+    /// Failed logins from one client (IPv4 address or IPv6 /64) against one account within
+    /// an hour that lock that client out of the account for LOCKOUT_MINUTES; from the
+    /// fourth failure on, the client also waits 1 s, 2 s, 4 s... (at most 60 s) between
+    /// attempts. The owner's own device is not affected (docs/SECURITY.md, "Lockout").
     #[arg(long, env = "MAX_FAILED_LOGIN_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_failed_login_attempts: u32,
 
-    /// How long a locked account stays locked, in minutes.
+    /// Failed logins from all clients together against one account within an hour that
+    /// lock the account for everyone, for LOCKOUT_MINUTES (the cap on a distributed
+    /// guesser; NIST SP 800-63B allows at most 100).
+    #[arg(long, env = "ACCOUNT_LOCK_FAILURES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub account_lock_failures: u32,
+
+    /// How long a lock (of a client out of an account, or of the account) lasts, in minutes.
     #[arg(long, env = "LOCKOUT_MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=525_600))]
     pub lockout_minutes: u32,
 
@@ -165,6 +200,16 @@ impl ServeArgs {
     /// The tenant's template transform: from TEMPLATE_KEY, else derived from SECRET_KEY.
     pub fn template_key(&self) -> crate::domain::templates::TemplateKey {
         template_key(self.template_key.as_deref(), &self.secret_key)
+    }
+
+    /// The tenant's login rules.
+    pub fn login_policy(&self) -> LoginPolicy {
+        LoginPolicy::new(
+            self.login_mode,
+            self.engine.face_recognition_tolerance,
+            self.face_only_max_users,
+            self.face_only_accept_risk,
+        )
     }
 
     /// Access-token lifetime.
@@ -292,6 +337,13 @@ mod tests {
         assert_eq!(a.failed_attempt_retention_days, 30);
         assert!(a.liveness_enabled && a.rate_limit_enabled && a.migrate_on_start);
         assert_eq!(a.database_schema, "public");
+        let login = a.login_policy();
+        assert_eq!(login.mode, LoginMode::Both);
+        assert!(!login.accept_risk);
+        assert_eq!(
+            login.face_only_max_users,
+            faceid_limits::safe_face_only_gallery(0.6)
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::RedisFailurePolicy;
-use crate::domain::lockout;
-use crate::domain::matching::{self, MatchOutcome};
+use crate::domain::lockout::{self, ClientGate};
+use crate::domain::login_policy::Route;
+use crate::domain::matching::{self, Candidate, MatchOutcome};
 use crate::domain::tokens::{hash_refresh_token, new_refresh_token};
 use crate::face::{Analysis, AnalyzeOptions, FaceError, LivenessReport, Purpose};
 use crate::http::error::{ApiError, ApiResult, seconds_until};
@@ -23,9 +24,14 @@ use crate::store::ratelimit::LimiterUnavailable;
 use crate::store::users::{self, UserRow};
 use crate::store::{StoreError, tokens};
 
-/// How many nearest templates a 1:N search fetches: enough to see the best user and a
-/// rival even when one user has several templates.
-const SEARCH_CANDIDATES: i64 = 10;
+/// How many nearest templates a 1:N search fetches: enough to see the nearest template of
+/// the best user *and* of the runner-up user however many templates the best user has.
+/// Every template nearer than the runner-up user's nearest belongs to the best user
+/// (another user's would make that user the runner-up), and one user has at most
+/// [`users::MAX_FACES_PER_USER`], so one more than that always reaches the runner-up: a
+/// user who fills every slot with their own templates cannot hide a rival from the
+/// ambiguity check.
+const SEARCH_CANDIDATES: i64 = users::MAX_FACES_PER_USER + 1;
 
 /// A user as the API shows it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -142,7 +148,7 @@ pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiR
         Limit::Login => ("login", config.rate_limit_login),
         Limit::Default => ("default", config.rate_limit_default),
     };
-    match state.limiter().hit(endpoint, &client.ip, spec).await {
+    match state.limiter().hit(endpoint, &client.key, spec).await {
         Ok(decision) if decision.allowed => Ok(()),
         Ok(decision) => {
             state
@@ -151,10 +157,12 @@ pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiR
                 .with_label_values(&[endpoint])
                 .inc();
             tracing::warn!(event = "rate_limited", endpoint, client_ip = %client.ip, "rate limit exceeded");
-            if limit == Limit::Login {
+            // One fraud-record row per client and window: a burst writes no row per request.
+            if limit == Limit::Login && decision.first_refusal {
                 let attempt = NewAttempt {
                     user_id: None,
                     ip: client.ip.clone(),
+                    client_key: client.key.clone(),
                     user_agent: client.user_agent.clone(),
                     reason: FailureReason::RateLimit,
                     confidence: None,
@@ -230,18 +238,27 @@ async fn hash_password(state: &AppState, password: &str) -> ApiResult<String> {
     })
 }
 
-async fn issue_tokens(state: &AppState, user: Uuid, now: DateTime<Utc>) -> ApiResult<TokenPair> {
-    let access_token = state
+/// Signs an access token for `user` at its current token generation.
+fn sign_access(state: &AppState, user: &UserRow, now: DateTime<Utc>) -> ApiResult<String> {
+    state
         .tokens()
-        .issue_access(user, now)
-        .map_err(|e| ApiError::Internal(format!("token signing: {e}")))?;
+        .issue_access(user.id, user.token_generation, now)
+        .map_err(|e| ApiError::Internal(format!("token signing: {e}")))
+}
+
+async fn issue_tokens(
+    state: &AppState,
+    user: &UserRow,
+    now: DateTime<Utc>,
+) -> ApiResult<TokenPair> {
+    let access_token = sign_access(state, user, now)?;
     let refresh_token = new_refresh_token();
     let expires =
         now + chrono::Duration::from_std(state.config().refresh_ttl()).unwrap_or_default();
     tokens::issue(
         state.db(),
         &hash_refresh_token(&refresh_token),
-        user,
+        user.id,
         expires,
     )
     .await?;
@@ -319,6 +336,7 @@ async fn register_inner(
         let attempt = NewAttempt {
             user_id: None,
             ip: client.ip.clone(),
+            client_key: client.key.clone(),
             user_agent: client.user_agent.clone(),
             reason: FailureReason::LivenessFailed,
             confidence: None,
@@ -328,11 +346,14 @@ async fn register_inner(
         tracing::warn!(event = "spoof_detected", flow = "register", client_ip = %client.ip, "registration refused by liveness");
         return Err(ApiError::SpoofDetected);
     }
-    let password_hash = hash_password(state, input.password).await?;
     let template = state
         .templates()
         .protect(analysis.face.embedding.as_slice());
-    let user = users::create(
+    let password_hash = hash_password(state, input.password).await?;
+    // One face, one account, unless the tenant allows more.
+    let duplicate_within =
+        (!state.config().allow_duplicate_faces).then(|| state.engine().tolerance());
+    let created = users::create(
         state.db(),
         users::NewUser {
             username: input.username,
@@ -341,16 +362,41 @@ async fn register_inner(
             embedding: &template,
             model_version: state.engine().model_version(),
         },
+        duplicate_within,
     )
     .await?;
+    let user = match created {
+        users::Created::User(user) => user,
+        users::Created::DuplicateOf(existing) => {
+            record_duplicate_face(state, client, existing).await;
+            return Err(ApiError::DuplicateFace);
+        }
+    };
+    state.gallery().invalidate();
     let now = Utc::now();
-    let tokens = issue_tokens(state, user.id, now).await?;
+    let tokens = issue_tokens(state, &user, now).await?;
     tracing::info!(event = "user_registered", user_id = %user.id, "user registered");
     Ok(Registered {
         user: UserOut::from_row(user, now),
         tokens,
         liveness_score: analysis.liveness.map(|l| l.score),
     })
+}
+
+/// Records a registration refused because its face is enrolled under `existing`, as a
+/// fraud signal against that account (it never counts towards the account's lockout).
+async fn record_duplicate_face(state: &AppState, client: &Client, existing: Candidate) {
+    let attempt = NewAttempt {
+        user_id: Some(existing.user_id),
+        ip: client.ip.clone(),
+        client_key: client.key.clone(),
+        user_agent: client.user_agent.clone(),
+        reason: FailureReason::DuplicateFace,
+        confidence: Some(matching::confidence_score(existing.distance)),
+        liveness: None,
+    };
+    record_failure(state, &attempt).await;
+    tracing::warn!(event = "duplicate_face", existing_user_id = %existing.user_id, client_ip = %client.ip, "registration refused: the face is enrolled under another account");
 }
 
 /// Logs in by face: 1:N identification, or 1:1 verification when `username` is given.
@@ -382,16 +428,31 @@ async fn login_inner(
     let failure = |user_id, reason, confidence: Option<f32>, liveness: Option<f32>| NewAttempt {
         user_id,
         ip: client.ip.clone(),
+        client_key: client.key.clone(),
         user_agent: client.user_agent.clone(),
         reason,
         confidence,
         liveness,
+    };
+    // The tenant's login mode, and for face-only logins the gallery's size, decide
+    // before any work whether this kind of login is open at all.
+    let policy = state.login_policy();
+    let username = match policy.route(username)? {
+        Route::Verify(name) => Some(name),
+        Route::Identify => {
+            policy.admit_face_only(state.gallery().get(state.db()).await?)?;
+            None
+        }
     };
     // 1:1: the claimed account is known up front.
     let claimed = match username {
         Some(name) => Some(users::by_username(state.db(), name).await?),
         None => None,
     };
+    // A locked account, or a client locked out of it or made to wait, costs no face work.
+    if let Some(Some(user)) = &claimed {
+        admit_client(state, client, user).await?;
+    }
     let analysis = match analyze(state, image, Purpose::Identify).await {
         Ok(a) => a,
         Err(e) => {
@@ -523,28 +584,49 @@ async fn login_inner(
                 .await;
                 return Err(ApiError::Inactive);
             }
-            if lockout::is_locked(user.is_locked, user.locked_until, now) {
-                record_failure(
-                    state,
-                    &failure(
-                        Some(user.id),
-                        FailureReason::Locked,
-                        Some(confidence),
-                        liveness,
-                    ),
-                )
-                .await;
-                return Err(ApiError::Locked {
-                    retry_after: user.locked_until.map(|u| seconds_until(u, now)),
-                });
-            }
-            let tokens = issue_tokens(state, user.id, now).await?;
+            // Again after the match: 1:N learns the account only now, and a lock may have
+            // been taken while the face was analysed.
+            admit_client(state, client, &user).await?;
+            let tokens = issue_tokens(state, &user, now).await?;
             tracing::info!(event = "login_succeeded", user_id = %user.id, confidence, "user logged in");
             Ok(LoggedIn {
                 tokens,
                 user: UserOut::from_row(user, now),
                 liveness_score: liveness,
                 confidence_score: confidence,
+            })
+        }
+    }
+}
+
+/// Refuses a login attempt on `user` from `client` that the lockout policy does not let
+/// through: the account is locked (423 for every client), or this client is locked out of
+/// it (the same 423, so it cannot tell which) or must wait after its failures (429
+/// `login_throttled`). Nothing is recorded: these refusals do no face work and must not
+/// renew a lock or write a row per request.
+async fn admit_client(state: &AppState, client: &Client, user: &UserRow) -> ApiResult<()> {
+    let now = Utc::now();
+    if lockout::is_locked(user.is_locked, user.locked_until, now) {
+        return Err(ApiError::Locked {
+            retry_after: user.locked_until.map(|u| seconds_until(u, now)),
+        });
+    }
+    let policy = state.lockout();
+    let since = policy.counting_since(now, user.lockout_reset_at);
+    let (failures, last) =
+        attempts::client_failures(state.db(), user.id, &client.key, since).await?;
+    match policy.client_gate(failures, last, now) {
+        ClientGate::Open => Ok(()),
+        ClientGate::Wait { until } => {
+            tracing::info!(event = "login_throttled", user_id = %user.id, client_ip = %client.ip, failures, "login attempt refused: the client must wait after repeated failures");
+            Err(ApiError::LoginThrottled {
+                retry_after: seconds_until(until, now),
+            })
+        }
+        ClientGate::LockedOut { until } => {
+            tracing::warn!(event = "client_locked_out", user_id = %user.id, client_ip = %client.ip, failures, "login attempt refused: the client is locked out of this account");
+            Err(ApiError::Locked {
+                retry_after: Some(seconds_until(until, now)),
             })
         }
     }
@@ -577,10 +659,7 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
                     retry_after: user.locked_until.map(|u| seconds_until(u, now)),
                 });
             }
-            let access_token = state
-                .tokens()
-                .issue_access(user_id, now)
-                .map_err(|e| ApiError::Internal(format!("token signing: {e}")))?;
+            let access_token = sign_access(state, &user, now)?;
             Ok(TokenPair {
                 access_token,
                 refresh_token: successor,
@@ -599,13 +678,15 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
     }
 }
 
-/// Revokes a refresh token (and its family). Unknown tokens are accepted silently, as
-/// RFC 7009 recommends, so the endpoint reveals nothing.
+/// Revokes a refresh token (and its family) and every access token of its user issued so
+/// far (other sessions get new access tokens by refreshing). Unknown tokens are accepted
+/// silently, as RFC 7009 recommends, so the endpoint reveals nothing.
 pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
     if let Some(user) =
         tokens::revoke(state.db(), &hash_refresh_token(refresh_token), Utc::now()).await?
     {
-        tracing::info!(event = "logged_out", user_id = %user, "refresh token revoked");
+        users::bump_token_generation(state.db(), user).await?;
+        tracing::info!(event = "logged_out", user_id = %user, "refresh token and access tokens revoked");
     }
     Ok(())
 }
@@ -625,14 +706,17 @@ pub struct FaceEnrolled {
     pub face_id: Uuid,
     /// Templates the user now has.
     pub face_count: i64,
-    /// Distance from the new photo to the user's nearest existing template.
+    /// Distance from the new photo to the account's registration photo.
     pub distance: f32,
     /// Liveness score of the photo.
     pub liveness_score: Option<f32>,
 }
 
 /// Enrols another photo of the signed-in user. The photo must pass liveness and match
-/// the user's existing templates, so a stolen token cannot enrol someone else's face.
+/// the account's *registration* photo, not merely its nearest template: matching the
+/// nearest would let a stolen token walk the account to another person's face in steps
+/// (each blend close to the one before), whereas every step must now stay within the
+/// tolerance of the face the account was opened with.
 pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResult<FaceEnrolled> {
     let row = users::by_id(state.db(), user)
         .await?
@@ -649,7 +733,7 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
         .templates()
         .protect(analysis.face.embedding.as_slice());
     let embedding = template.as_slice();
-    let distance = users::distance_to_user(state.db(), user, embedding)
+    let distance = users::distance_to_registration(state.db(), user, embedding)
         .await?
         .unwrap_or(f32::INFINITY);
     if distance > state.engine().tolerance() {
@@ -668,9 +752,86 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
     })
 }
 
-/// Erases the signed-in user and every template.
-pub async fn erase(state: &AppState, user: Uuid) -> ApiResult<()> {
+/// What proves, at erasure, that the bearer of the access token is the account's owner
+/// now: a stolen access token alone must not be able to destroy an account.
+#[derive(Debug)]
+pub enum OwnerProof {
+    /// The account's password.
+    Password(String),
+    /// A live photo matching the account's enrolled faces.
+    Face(Bytes),
+}
+
+/// Checks an [`OwnerProof`] for `user`, counting a failed one against the client like a
+/// failed login (so guessing is throttled and locked out the same way).
+async fn prove_owner(
+    state: &AppState,
+    client: &Client,
+    user: &UserRow,
+    proof: OwnerProof,
+) -> ApiResult<()> {
+    admit_client(state, client, user).await?;
+    let (proven, reason, liveness) = match proof {
+        OwnerProof::Password(password) => {
+            let phc = users::password_hash(state.db(), user.id)
+                .await?
+                .ok_or(ApiError::NotFound("user"))?;
+            let ok = state
+                .passwords()
+                .verify(&password, &phc)
+                .await
+                .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+            (ok, FailureReason::InvalidPassword, None)
+        }
+        OwnerProof::Face(image) => {
+            let analysis = analyze(state, image, Purpose::Identify).await?;
+            if is_spoof(analysis.liveness.as_ref()) {
+                return Err(ApiError::LivenessFailed);
+            }
+            let template = state
+                .templates()
+                .protect(analysis.face.embedding.as_slice());
+            let distance = users::distance_to_user(state.db(), user.id, template.as_slice())
+                .await?
+                .unwrap_or(f32::INFINITY);
+            let liveness = analysis.liveness.map(|l| l.score);
+            (
+                distance <= state.engine().tolerance(),
+                FailureReason::NoMatch,
+                liveness,
+            )
+        }
+    };
+    if proven {
+        return Ok(());
+    }
+    let attempt = NewAttempt {
+        user_id: Some(user.id),
+        ip: client.ip.clone(),
+        client_key: client.key.clone(),
+        user_agent: client.user_agent.clone(),
+        reason,
+        confidence: None,
+        liveness,
+    };
+    record_failure(state, &attempt).await;
+    tracing::warn!(event = "reauthentication_failed", user_id = %user.id, client_ip = %client.ip, "ownership proof refused");
+    Err(ApiError::ReauthenticationFailed)
+}
+
+/// Erases the signed-in user and every template, once `proof` shows the owner is there.
+pub async fn erase(
+    state: &AppState,
+    client: &Client,
+    user: Uuid,
+    proof: OwnerProof,
+) -> ApiResult<()> {
+    let row = users::by_id(state.db(), user)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    prove_owner(state, client, &row, proof).await?;
     if users::delete(state.db(), user).await? {
+        state.gallery().invalidate();
         tracing::info!(event = "user_erased", user_id = %user, "user and biometric data erased");
         Ok(())
     } else {

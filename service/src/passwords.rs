@@ -51,6 +51,25 @@ impl PasswordHasher {
     /// Hashes `password` with a fresh random salt on Tokio's blocking pool; waits
     /// (without blocking the executor) while `concurrency` hashes are running.
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let password = password.to_owned();
+        let params = self.params.clone();
+        self.run(move |area| hash_with(&params, password.as_bytes(), area))
+            .await
+    }
+
+    /// Whether `password` matches the PHC string `phc` (any argon2id parameters), in
+    /// constant time in the hash; run like [`Self::hash`].
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, HashError> {
+        let (password, phc) = (password.to_owned(), phc.to_owned());
+        self.run(move |area| verify_with(password.as_bytes(), &phc, area))
+            .await
+    }
+
+    /// Runs `work` on the blocking pool with a work area, under a permit.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
         let _permit = self
             .permits
             .acquire()
@@ -62,10 +81,8 @@ impl PasswordHasher {
             .ok()
             .and_then(|mut idle| idle.pop())
             .unwrap_or_default();
-        let password = password.to_owned();
-        let params = self.params.clone();
         let (area, result) = tokio::task::spawn_blocking(move || {
-            let result = hash_with(&params, password.as_bytes(), &mut area);
+            let result = work(&mut area);
             (area, result)
         })
         .await
@@ -75,6 +92,29 @@ impl PasswordHasher {
         }
         result
     }
+}
+
+/// Checks `password` against a PHC string in `area`.
+fn verify_with(password: &[u8], phc: &str, area: &mut Vec<Block>) -> Result<bool, HashError> {
+    use subtle::ConstantTimeEq;
+    let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+    let parsed = PasswordHash::new(phc).map_err(|e| failed(&e))?;
+    let params = Params::try_from(&parsed).map_err(|e| failed(&e))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(HashError::Failed(
+            "PHC string without salt or hash".to_owned(),
+        ));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(|e| failed(&e))?;
+    if area.len() != params.block_count() {
+        area.resize(params.block_count(), Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into_with_memory(password, salt, &mut out, area.as_mut_slice())
+        .map_err(|e| failed(&e))?;
+    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
 }
 
 /// One argon2id hash in `area` (grown to the block count on first use).
@@ -126,6 +166,38 @@ mod tests {
                 .verify_password(b"correct horse battery stapler", &parsed)
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_the_password_and_the_reference_hash_only() {
+        use argon2::PasswordHasher as _;
+        let hasher = PasswordHasher::new(1);
+        let ours = hasher.hash("correct horse battery staple").await.unwrap();
+        assert!(
+            hasher
+                .verify("correct horse battery staple", &ours)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("correct horse battery stapler", &ours)
+                .await
+                .unwrap()
+        );
+        // A hash made by the reference implementation with other parameters.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let theirs = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            Params::new(8192, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"hunter2", &salt)
+        .unwrap()
+        .to_string();
+        assert!(hasher.verify("hunter2", &theirs).await.unwrap());
+        assert!(!hasher.verify("hunter3", &theirs).await.unwrap());
+        assert!(hasher.verify("hunter2", "not a phc string").await.is_err());
     }
 
     #[tokio::test]

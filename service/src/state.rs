@@ -6,12 +6,14 @@ use sqlx::PgPool;
 
 use crate::config::ServeArgs;
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::login_policy::LoginPolicy;
 use crate::domain::templates::TemplateKey;
 use crate::domain::tokens::TokenService;
 use crate::face::FaceEngine;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
 use crate::store::ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
+use crate::store::users::GalleryCount;
 
 /// Shared state of one service process.
 #[derive(Clone, Debug)]
@@ -30,6 +32,8 @@ struct Inner {
     lockout: LockoutPolicy,
     templates: TemplateKey,
     passwords: PasswordHasher,
+    login: LoginPolicy,
+    gallery: GalleryCount,
 }
 
 /// Failure to assemble the state.
@@ -69,11 +73,11 @@ impl AppState {
             config.secret_key.as_bytes(),
             config.access_ttl(),
         );
-        let lockout = LockoutPolicy {
-            max_failures: config.max_failed_login_attempts,
-            window: chrono::Duration::hours(1),
-            duration: chrono::Duration::minutes(i64::from(config.lockout_minutes)),
-        };
+        let lockout = LockoutPolicy::new(
+            config.max_failed_login_attempts,
+            config.lockout_minutes,
+            config.account_lock_failures,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -86,6 +90,8 @@ impl AppState {
                 passwords: PasswordHasher::new(
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 ),
+                login: config.login_policy(),
+                gallery: GalleryCount::default(),
                 config,
             }),
         })
@@ -122,6 +128,14 @@ impl AppState {
     /// The password hasher (one hash per CPU at a time).
     pub fn passwords(&self) -> &PasswordHasher {
         &self.inner.passwords
+    }
+    /// The tenant's login rules.
+    pub fn login_policy(&self) -> &LoginPolicy {
+        &self.inner.login
+    }
+    /// The cached size of the 1:N gallery.
+    pub fn gallery(&self) -> &GalleryCount {
+        &self.inner.gallery
     }
     /// Lockout policy.
     pub fn lockout(&self) -> &LockoutPolicy {

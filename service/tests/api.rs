@@ -192,21 +192,22 @@ async fn oversized_uploads_are_refused_before_reading() {
         .expect_error(413, "payload_too_large");
 }
 
+const OWNER_IP: &str = "203.0.113.5";
+
 #[tokio::test]
-async fn lockout_after_repeated_failures_and_admin_unlock() {
+async fn repeated_failures_lock_the_client_out_not_the_owner() {
     let t = Tenant::new(&["--max-failed-login-attempts", "3", "--lockout-minutes", "5"]).await;
-    let user = t
-        .register("rumsfeld", &face("genuine/donald_rumsfeld_1.jpg"), IP)
+    t.register("rumsfeld", &face("genuine/donald_rumsfeld_1.jpg"), OWNER_IP)
         .await
-        .expect(201)
-        .user_id();
-    // Three failed 1:1 attempts with someone else's face lock the account.
+        .expect(201);
+    // Three failed 1:1 attempts with someone else's face, from one client...
     for _ in 0..3 {
         t.login(&face("genuine/vladimir_putin_1.jpg"), Some("rumsfeld"), IP)
             .await
             .expect_error(401, "face_not_recognized");
     }
-    // Now even the right face is refused, by 1:N and by 1:1 alike.
+    // ...lock that client out of the account: even the right face is refused from there,
+    // by 1:N and by 1:1 alike, with the same answer as a locked account.
     let locked = t
         .login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP)
         .await;
@@ -220,31 +221,78 @@ async fn lockout_after_repeated_failures_and_admin_unlock() {
     t.login(&face("genuine/donald_rumsfeld_2.jpg"), Some("rumsfeld"), IP)
         .await
         .expect_error(423, "account_locked");
-    // The admin sees it and unlocks.
-    let summary = t.admin_get("/api/v1/admin/metrics-summary").await;
-    summary.expect(200);
-    assert_eq!(summary.json["locked_accounts"], 1);
+    // Attempts during the lockout did no face work and wrote nothing (3 rows, not 5).
     let attempts = t.admin_get("/api/v1/admin/failed-attempts?hours=1").await;
     attempts.expect(200);
-    assert!(attempts.json["total"].as_i64().unwrap() >= 5);
+    assert_eq!(attempts.json["total"], 3, "{}", attempts.text);
     let suspicious = t
         .admin_get("/api/v1/admin/suspicious-activity?threshold=3")
         .await;
     suspicious.expect(200);
     assert_eq!(suspicious.json["suspicious_ips"][0]["ip_address"], IP);
+    // The owner, from their own device, is not locked out, and the account is not locked.
+    t.login(
+        &face("genuine/donald_rumsfeld_2.jpg"),
+        Some("rumsfeld"),
+        OWNER_IP,
+    )
+    .await
+    .expect(200);
+    let summary = t.admin_get("/api/v1/admin/metrics-summary").await;
+    summary.expect(200);
+    assert_eq!(summary.json["locked_accounts"], 0);
+}
+
+#[tokio::test]
+async fn failures_from_many_clients_lock_the_account_until_an_admin_unlocks() {
+    let t = Tenant::new(&[
+        "--max-failed-login-attempts",
+        "10",
+        "--account-lock-failures",
+        "3",
+        "--lockout-minutes",
+        "5",
+    ])
+    .await;
+    let user = t
+        .register("rumsfeld", &face("genuine/donald_rumsfeld_1.jpg"), OWNER_IP)
+        .await
+        .expect(201)
+        .user_id();
+    // One failure from each of three clients: none is throttled, the account locks.
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        t.login(&face("genuine/vladimir_putin_1.jpg"), Some("rumsfeld"), ip)
+            .await
+            .expect_error(401, "face_not_recognized");
+    }
+    // Locked for everyone, the owner included, by 1:N and 1:1.
+    for (username, ip) in [(None, OWNER_IP), (Some("rumsfeld"), IP)] {
+        let r = t
+            .login(&face("genuine/donald_rumsfeld_2.jpg"), username, ip)
+            .await;
+        r.expect_error(423, "account_locked");
+        assert!(r.headers.contains_key(header::RETRY_AFTER));
+    }
+    let summary = t.admin_get("/api/v1/admin/metrics-summary").await;
+    summary.expect(200);
+    assert_eq!(summary.json["locked_accounts"], 1);
+    // The admin unlocks; the count restarts, so one more failure does not re-lock.
     t.admin_post(&format!("/api/v1/admin/users/{user}/unlock"))
         .await
         .expect(200);
-    t.login(&face("genuine/donald_rumsfeld_2.jpg"), None, IP)
+    t.login(&face("genuine/donald_rumsfeld_2.jpg"), None, OWNER_IP)
         .await
         .expect(200);
-    // One more failure after the unlock does not re-lock: the count restarted.
     t.login(&face("genuine/vladimir_putin_2.jpg"), Some("rumsfeld"), IP)
         .await
         .expect_error(401, "face_not_recognized");
-    t.login(&face("genuine/donald_rumsfeld_3.jpg"), Some("rumsfeld"), IP)
-        .await
-        .expect(200);
+    t.login(
+        &face("genuine/donald_rumsfeld_3.jpg"),
+        Some("rumsfeld"),
+        OWNER_IP,
+    )
+    .await
+    .expect(200);
 }
 
 #[tokio::test]
@@ -434,6 +482,20 @@ async fn admin_endpoints_need_the_admin_key() {
 }
 
 #[tokio::test]
+async fn guessing_the_admin_key_is_rate_limited() {
+    let t = Tenant::new(&["--rate-limit-default", "3/minute"]).await;
+    for _ in 0..3 {
+        t.get("/api/v1/admin/metrics-summary", Some("guess-guess-guess-1"))
+            .await
+            .expect_error(401, "unauthorized");
+    }
+    // Counted before the credential is looked at: even the right key waits now.
+    let r = t.admin_get("/api/v1/admin/metrics-summary").await;
+    r.expect_error(429, "rate_limited");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
 async fn enrolling_more_faces_and_erasing_the_user() {
     let t = Tenant::new(&[]).await;
     let reg = t
@@ -468,12 +530,42 @@ async fn enrolling_more_faces_and_erasing_the_user() {
         2
     );
 
-    // Erasure removes the user, every embedding and every token.
-    let r = Request::delete("/api/v1/users/me")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    t.send(r, IP).await.expect(204);
+    // Erasure needs a fresh proof beside the token: none, a wrong password, or another
+    // person's face is refused and erases nothing.
+    let erase = |form: Option<Multipart>| {
+        let mut r = match form {
+            Some(f) => f.request("/api/v1/users/me"),
+            None => Request::post("/api/v1/users/me")
+                .body(Body::empty())
+                .unwrap(),
+        };
+        *r.method_mut() = axum::http::Method::DELETE;
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        t.send(r, IP)
+    };
+    erase(None).await.expect_error(422, "validation_error");
+    erase(Some(Multipart::new().text("password", "not the password")))
+        .await
+        .expect_error(401, "reauthentication_failed");
+    erase(Some(Multipart::new().file(
+        "face_image",
+        "f.jpg",
+        &face("genuine/hugo_chavez_1.jpg"),
+    )))
+    .await
+    .expect_error(401, "reauthentication_failed");
+    assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 1);
+    // The owner's face proves it (the password would too).
+    erase(Some(Multipart::new().file(
+        "face_image",
+        "f.jpg",
+        &face("genuine/arnold_schwarzenegger_3.jpg"),
+    )))
+    .await
+    .expect(204);
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0);
     assert_eq!(
         t.scalar_i64("SELECT count(*) FROM face_embeddings").await,
@@ -504,10 +596,39 @@ async fn system_endpoints_docs_and_camera_page() {
     let ready = t.get("/ready", None).await;
     ready.expect(200);
     assert_eq!(ready.json["checks"]["pgvector"], "ok");
+    // The models are run, not assumed.
+    assert!(
+        ready.json["checks"]["models"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok ("),
+        "{}",
+        ready.text
+    );
 
     let page = t.get("/", None).await;
     page.expect(200);
     assert!(page.text.contains("getUserMedia"));
+    // The pages cannot be framed, the camera page runs only its own inline code, and
+    // nothing is sniffed.
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    // Token responses are never cached.
+    let reg = t
+        .register("headers", &face("genuine/joe_biden_1.jpg"), IP)
+        .await;
+    reg.expect(201);
+    assert_eq!(reg.headers["cache-control"], "no-store");
+    assert_eq!(reg.headers["x-content-type-options"], "nosniff");
+    // A method a route does not take has its own code.
+    let r = Request::put("/api/v1/auth/login")
+        .body(Body::empty())
+        .unwrap();
+    t.send(r, IP).await.expect_error(405, "method_not_allowed");
     let docs = t.get("/docs/", None).await;
     docs.expect(200);
     assert!(

@@ -59,7 +59,9 @@ fn tally(replies: &[Reply]) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
-    let t = Arc::new(Tenant::new(&[]).await);
+    // Username and e-mail uniqueness, with photos that repeat (one face, one account has
+    // its own race test in takeover.rs).
+    let t = Arc::new(Tenant::new(&["--allow-duplicate-faces", "true"]).await);
     let photos: Arc<Vec<Vec<u8>>> = Arc::new(
         [
             "genuine/george_w_bush_1.jpg",
@@ -148,11 +150,15 @@ async fn failed_logins_at_once(t: &Arc<Tenant>, username: &'static str, n: usize
 
 #[tokio::test]
 async fn concurrent_failed_logins_are_all_counted_and_lock_at_the_threshold() {
+    // The account-wide lock (failures from every client together); one client's own
+    // lockout is read from the same rows, so counting them all is what matters.
     let threshold = 5;
     let t = Arc::new(
         Tenant::new(&[
-            "--max-failed-login-attempts",
+            "--account-lock-failures",
             &threshold.to_string(),
+            "--max-failed-login-attempts",
+            "100",
             "--lockout-minutes",
             "5",
         ])
@@ -182,9 +188,14 @@ async fn concurrent_failed_logins_are_all_counted_and_lock_at_the_threshold() {
         ))
         .await;
     assert_eq!(counted, threshold as i64 - 1);
-    t.login(&face("genuine/barack_obama_2.jpg"), Some("obama"), IP)
-        .await
-        .expect(200);
+    // The owner, from another client (the attacking one must now wait between attempts).
+    t.login(
+        &face("genuine/barack_obama_2.jpg"),
+        Some("obama"),
+        "203.0.113.9",
+    )
+    .await
+    .expect(200);
 
     // Exactly the threshold, all at once: a lost update would leave every request seeing
     // fewer than `threshold` failures and the account unlocked.
@@ -386,7 +397,16 @@ async fn wait_ready(t: &Tenant, within: Duration) {
 async fn redis_killed_and_restarted_under_load() {
     let mut redis = OwnRedis::start(OwnRedis::free_port());
     let port = redis.port;
-    let t = Arc::new(Tenant::new(&["--redis-url", &redis.url()]).await);
+    // The load repeats a few photos under new names: duplicate faces allowed.
+    let t = Arc::new(
+        Tenant::new(&[
+            "--redis-url",
+            &redis.url(),
+            "--allow-duplicate-faces",
+            "true",
+        ])
+        .await,
+    );
     let (mut kill_at, mut restart_at) = (Duration::ZERO, Duration::ZERO);
     let (kill_ref, restart_ref, redis_ref) = (&mut kill_at, &mut restart_at, &mut redis);
     let sent = registrations_under(&t, 3, 300, |p| async move {
@@ -434,7 +454,10 @@ async fn redis_killed_and_restarted_under_load() {
 async fn postgres_cut_and_restored_under_load() {
     let (proxy, proxied) = Cuttable::in_front_of(&required_env("DATABASE_URL")).await;
     let schema = common::unique_schema("t");
-    let t = Arc::new(Tenant::with_schema_and_url(&schema, &proxied, &[]).await);
+    // The load repeats a few photos under new names: duplicate faces allowed.
+    let t = Arc::new(
+        Tenant::with_schema_and_url(&schema, &proxied, &["--allow-duplicate-faces", "true"]).await,
+    );
     let (mut cut_at, mut restore_at) = (Duration::ZERO, Duration::ZERO);
     let (cut_ref, restore_ref, proxy_ref) = (&mut cut_at, &mut restore_at, &proxy);
     let sent = registrations_under(&t, 3, 300, |p| async move {

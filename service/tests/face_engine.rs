@@ -22,9 +22,7 @@ fn repo_root() -> PathBuf {
 fn faces_dir() -> PathBuf {
     std::env::var_os("FACES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/faces"))
-        })
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/faces")))
 }
 
 fn config() -> EngineConfig {

@@ -37,7 +37,11 @@ async fn redis_going_away_fails_closed_for_login_and_recovers() {
     t.get("/api/v1/auth/me", Some(&reg.access_token()))
         .await
         .expect(200);
+    // Anonymous callers learn what is down, not why; the admin reads the error.
     let ready = t.get("/ready", None).await;
+    ready.expect(503);
+    assert_eq!(ready.json["checks"]["redis"], "down", "{}", ready.text);
+    let ready = t.admin_get("/ready").await;
     ready.expect(503);
     assert!(
         ready.json["checks"]["redis"]
@@ -91,6 +95,9 @@ async fn ready_turns_503_while_postgres_is_unreachable_and_back_without_restart(
 
     proxy.down();
     let ready = t.get("/ready", None).await;
+    ready.expect(503);
+    assert_eq!(ready.json["checks"]["postgresql"], "down", "{}", ready.text);
+    let ready = t.admin_get("/ready").await;
     ready.expect(503);
     assert!(
         ready.json["checks"]["postgresql"]

@@ -732,7 +732,7 @@ async fn forged_and_foreign_access_tokens_are_refused() {
         secret.as_bytes(),
         Duration::from_secs(600),
     )
-    .issue_access(victim_id.parse().unwrap(), chrono::Utc::now())
+    .issue_access(victim_id.parse().unwrap(), 0, chrono::Utc::now())
     .unwrap();
 
     let mut tampered_claims = claims(&t, &victim_id, now, now + 600, now);
@@ -1000,7 +1000,7 @@ fn openapi_states_the_enforced_limits_and_statuses() {
             "post",
             &["401", "415", "422", "503"],
         ),
-        ("/api/v1/users/me", "delete", &["401", "503"]),
+        ("/api/v1/users/me", "delete", &["401", "422", "503"]),
         (
             "/api/v1/admin/metrics-summary",
             "get",

@@ -73,9 +73,22 @@ async fn searches_and_admin_queries_use_their_indexes() {
         recent.contains("failed_login_attempts_time_idx"),
         "failed-attempts query:\n{recent}"
     );
-    let lockout = plan(&t, "SELECT count(*) FROM failed_login_attempts WHERE user_id = gen_random_uuid() AND attempted_at > now() - interval '1 hour' AND reason <> 'locked'").await;
+    // The account-wide count and one client's count (`store::attempts`): both by index on
+    // the account, the client's also on its key.
+    let user = "'00000000-0000-0000-0000-000000000001'::uuid";
+    let lockout = plan(&t, &format!("SELECT count(*) FROM failed_login_attempts WHERE user_id = {user} AND attempted_at > now() - interval '1 hour' AND reason NOT IN ('locked', 'rate_limit', 'duplicate_face')")).await;
     assert!(
-        lockout.contains("failed_login_attempts_user_time_idx"),
+        lockout.contains("failed_login_attempts_user_time_idx")
+            || lockout.contains("failed_login_attempts_user_client_time_idx"),
         "lockout count:\n{lockout}"
+    );
+    assert!(
+        lockout.contains("user_id = "),
+        "lockout count by account:\n{lockout}"
+    );
+    let client = plan(&t, &format!("SELECT count(*), max(attempted_at) FROM failed_login_attempts WHERE user_id = {user} AND client_key = '10.0.0.1' AND attempted_at > now() - interval '1 hour' AND reason NOT IN ('locked', 'rate_limit', 'duplicate_face')")).await;
+    assert!(
+        client.contains("failed_login_attempts_user_client_time_idx"),
+        "client lockout count:\n{client}"
     );
 }

@@ -259,6 +259,11 @@ impl Platform {
     }
 
     /// The environment of a benchmarked `faceid serve` on `schema`, rate limits off.
+    ///
+    /// The benchmark measures the face-only (1:N) path on galleries far past the size at
+    /// which it is safe, and registers the same photos under many names, so both guards
+    /// are opened explicitly (`FACE_ONLY_ACCEPT_RISK`, `ALLOW_DUPLICATE_FACES`); with
+    /// them on, those requests would be refused before any face work and measure nothing.
     pub fn service_env(&self, schema: &str) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let mut set = |k: &str, v: &str| {
@@ -277,6 +282,8 @@ impl Platform {
         );
         set("ADMIN_API_KEY", "faceid-bench-admin-key-0123456789");
         set("RATE_LIMIT_ENABLED", "false");
+        set("FACE_ONLY_ACCEPT_RISK", "true");
+        set("ALLOW_DUPLICATE_FACES", "true");
         set("MODELS_DIR", &repo_root().join("models").to_string_lossy());
         set("ORT_DYLIB_PATH", &self.ort_dylib_path);
         set("LOG_FORMAT", "json");

@@ -314,7 +314,7 @@ pub fn token_seeds() -> Vec<Vec<u8>> {
     let svc = token_service();
     let now = chrono::Utc::now().timestamp();
     let genuine = svc
-        .issue_access(uuid::Uuid::new_v4(), chrono::Utc::now())
+        .issue_access(uuid::Uuid::new_v4(), 0, chrono::Utc::now())
         .expect("issue");
     let mut seeds = vec![[&[0u8][..], genuine.as_bytes()].concat()];
     let sub = uuid::Uuid::new_v4();

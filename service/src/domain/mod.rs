@@ -2,6 +2,7 @@
 //! specifications, face matching, lockout policy, tokens and template protection.
 
 pub mod lockout;
+pub mod login_policy;
 pub mod matching;
 pub mod ratelimit;
 pub mod templates;

@@ -58,12 +58,11 @@ impl fmt::Display for RateSpec {
 pub struct RateDecision {
     /// Whether the request may proceed.
     pub allowed: bool,
-    /// The spec's count (for `X-RateLimit-Limit`).
-    pub limit: u32,
-    /// Requests left in the current window.
-    pub remaining: u32,
     /// Time until the window resets (`Retry-After` when refused).
     pub reset_after: Duration,
+    /// This is the window's first refused request (the fraud record keeps one row per
+    /// client and window, not one per request of a burst).
+    pub first_refusal: bool,
 }
 
 impl RateDecision {
@@ -72,9 +71,8 @@ impl RateDecision {
         let limit = u64::from(spec.count);
         Self {
             allowed: hits <= limit,
-            limit: spec.count,
-            remaining: u32::try_from(limit.saturating_sub(hits)).unwrap_or(0),
             reset_after: if ttl.is_zero() { spec.window } else { ttl },
+            first_refusal: hits == limit + 1,
         }
     }
 
@@ -118,9 +116,10 @@ mod tests {
         let spec: RateSpec = "2/minute".parse().unwrap();
         let ttl = Duration::from_millis(59_200);
         let d1 = RateDecision::from_hits(spec, 1, ttl);
-        assert!(d1.allowed && d1.remaining == 1);
+        assert!(d1.allowed);
         let d3 = RateDecision::from_hits(spec, 3, ttl);
-        assert!(!d3.allowed && d3.remaining == 0);
+        assert!(!d3.allowed);
+        assert!(d3.first_refusal && !d1.first_refusal);
         assert_eq!(d3.retry_after_secs(), 60);
         let d = RateDecision::from_hits(spec, 3, Duration::from_millis(10));
         assert_eq!(d.retry_after_secs(), 1);

@@ -33,6 +33,11 @@ pub struct AccessClaims {
     pub jti: Uuid,
     /// Token type: always `access`.
     pub typ: String,
+    /// The user's token generation when it was issued: logout, deactivation and locks
+    /// raise the user's generation, which revokes every access token issued before.
+    /// (Tokens from before generations existed read as 0.)
+    #[serde(default)]
+    pub r#gen: i32,
 }
 
 /// Why a presented token was refused. Deliberately coarse towards clients.
@@ -93,8 +98,13 @@ impl TokenService {
         self.access_ttl
     }
 
-    /// Signs an access token for `user` issued at `now`.
-    pub fn issue_access(&self, user: Uuid, now: DateTime<Utc>) -> Result<String, TokenError> {
+    /// Signs an access token for `user`, at the user's token `generation`, issued at `now`.
+    pub fn issue_access(
+        &self,
+        user: Uuid,
+        generation: i32,
+        now: DateTime<Utc>,
+    ) -> Result<String, TokenError> {
         let iat = now.timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -105,6 +115,7 @@ impl TokenService {
             nbf: iat,
             jti: Uuid::new_v4(),
             typ: "access".to_owned(),
+            r#gen: generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
@@ -173,7 +184,7 @@ mod tests {
     fn round_trip() {
         let s = svc("acme", KEY);
         let user = Uuid::new_v4();
-        let token = s.issue_access(user, Utc::now()).unwrap();
+        let token = s.issue_access(user, 0, Utc::now()).unwrap();
         let claims = s.verify_access(&token).unwrap();
         assert_eq!(claims.sub, user);
         assert_eq!(claims.aud, "acme");
@@ -183,7 +194,7 @@ mod tests {
     #[test]
     fn other_tenant_and_other_key_are_refused() {
         let token = svc("acme", KEY)
-            .issue_access(Uuid::new_v4(), Utc::now())
+            .issue_access(Uuid::new_v4(), 0, Utc::now())
             .unwrap();
         assert_eq!(
             svc("globex", KEY).verify_access(&token),
@@ -200,11 +211,11 @@ mod tests {
     fn expired_and_not_yet_valid_are_refused() {
         let s = svc("acme", KEY);
         let old = s
-            .issue_access(Uuid::new_v4(), Utc::now() - chrono::Duration::hours(2))
+            .issue_access(Uuid::new_v4(), 0, Utc::now() - chrono::Duration::hours(2))
             .unwrap();
         assert_eq!(s.verify_access(&old), Err(TokenError::Expired));
         let future = s
-            .issue_access(Uuid::new_v4(), Utc::now() + chrono::Duration::hours(2))
+            .issue_access(Uuid::new_v4(), 0, Utc::now() + chrono::Duration::hours(2))
             .unwrap();
         assert_eq!(s.verify_access(&future), Err(TokenError::Invalid));
     }
@@ -212,7 +223,7 @@ mod tests {
     #[test]
     fn alg_none_and_tampering_are_refused() {
         let s = svc("acme", KEY);
-        let token = s.issue_access(Uuid::new_v4(), Utc::now()).unwrap();
+        let token = s.issue_access(Uuid::new_v4(), 0, Utc::now()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         // alg: none with the original payload and no signature.
         let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);

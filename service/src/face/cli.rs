@@ -49,6 +49,30 @@ pub enum FaceCommand {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// 1:N identification against gallery size: for random galleries of N people (each
+    /// person's first photo enrolled) the share of genuine probes identified as the right
+    /// person and of strangers (the same probes with their own enrolment removed) logged
+    /// in as somebody, under the service's tolerance and ambiguity-margin rule. Prints
+    /// Markdown.
+    IdentifyEval {
+        /// A folder with `genuine/<identity>_<n>.<ext>` photos.
+        #[arg(default_value = "testdata/faces")]
+        dir: PathBuf,
+        /// Gallery sizes (people enrolled).
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100,250")]
+        sizes: Vec<usize>,
+        /// Tolerances to measure.
+        #[arg(long, value_delimiter = ',', default_value = "0.6,0.55,0.5,0.45")]
+        tolerances: Vec<f32>,
+        /// Ambiguity margin (MATCH_AMBIGUITY_MARGIN).
+        #[arg(long, default_value_t = 0.05)]
+        margin: f32,
+        /// Random galleries per size.
+        #[arg(long, default_value_t = 20)]
+        draws: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Per-stage latency (min/median/p95) for a 640x480 and a 1280x720 photo, one thread
     /// and two, plus model FLOPs and achieved GFLOP/s. Prints Markdown.
     Bench {
@@ -140,6 +164,21 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
             let engine = load(&engine)?;
             let report = super::eval::evaluate(&engine, &dir)?;
             print!("{}", super::eval::markdown(&report, &dir, &args));
+        }
+        FaceCommand::IdentifyEval {
+            dir,
+            sizes,
+            tolerances,
+            margin,
+            draws,
+            engine,
+        } => {
+            let engine = load(&engine)?;
+            let people = super::identification::embed_people(&engine, &dir)?;
+            print!(
+                "{}",
+                super::identification::report(&people, &sizes, &tolerances, margin, draws)
+            );
         }
         FaceCommand::Bench {
             image,

@@ -326,6 +326,51 @@ impl FaceEngine {
         &self.inner.model_hashes
     }
 
+    /// Runs every network once on a zero input of its smallest shape and checks that it
+    /// answers finite numbers: what `/ready` reports as "models ok" (a process whose
+    /// ONNX Runtime or sessions broke after start-up is then taken out of the Service).
+    /// Does not wait for a busy pool: analyses running on every slot show it works, and
+    /// `Ok(false)` says the check was skipped for that reason.
+    pub async fn self_check(&self) -> Result<bool, FaceError> {
+        let Ok(permit) = self.inner.admission.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine.self_check_blocking().map(|()| true)
+        })
+        .await
+        .map_err(|e| FaceError::Inference(format!("self-check task failed: {e}")))?
+    }
+
+    fn self_check_blocking(&self) -> Result<(), FaceError> {
+        let mut slot = self.inner.pool.checkout();
+        let s: &mut Sessions = &mut slot;
+        let (_, [dw, dh]) = detect::input_size(64, 64, 64);
+        let (ls, a) = (landmarks::INPUT_SIZE, liveness::MODEL_INPUT);
+        let cases: [(&str, &mut Session, [usize; 4]); 4] = [
+            ("detector", &mut s.detector, [1, 3, dh, dw]),
+            ("landmarks", &mut s.landmarks, [1, 3, ls, ls]),
+            (
+                "recognition",
+                &mut s.recognition,
+                [1, 3, CHIP_SIZE, CHIP_SIZE],
+            ),
+            ("anti-spoofing", &mut s.anti_spoof, [1, 3, a, a]),
+        ];
+        for (name, session, shape) in cases {
+            let data = vec![0.0f32; shape.iter().product()];
+            let (_, values) = run(session, name, shape, &data)?;
+            if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+                return Err(FaceError::Inference(format!(
+                    "{name}: no finite output on the self-check input"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Times each network alone on a zero input (`runs` times after one warm-up); the
     /// detector at the input sizes for a photo of `photo` (width, height) and for a
     /// 640x480 and a 1280x720 frame. Used by `faceid bench`.

@@ -145,7 +145,8 @@ pub struct EvalReport {
     pub liveness_threshold: f32,
 }
 
-fn list(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The files of `dir`, sorted by name; none when it does not exist.
+pub fn list_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
@@ -261,7 +262,7 @@ fn liveness_only(engine: &FaceEngine, path: &Path) -> Outcome {
 
 /// Runs the evaluation.
 pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
-    let genuine_files = list(&dir.join("genuine"))?;
+    let genuine_files = list_files(&dir.join("genuine"))?;
     if genuine_files.is_empty() {
         anyhow::bail!("{} has no genuine/ images", dir.display());
     }
@@ -300,10 +301,10 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
     report.closest_impostors = imp.into_iter().take(5).collect();
     report.farthest_genuine = same.into_iter().take(5).collect();
 
-    for p in list(&dir.join("noface"))? {
+    for p in list_files(&dir.join("noface"))? {
         report.noface.push(analyse(engine, &p, Purpose::Identify));
     }
-    for p in list(&dir.join("multiface"))? {
+    for p in list_files(&dir.join("multiface"))? {
         report
             .multiface_enroll
             .push(analyse(engine, &p, Purpose::Enroll));
@@ -311,13 +312,13 @@ pub fn evaluate(engine: &FaceEngine, dir: &Path) -> anyhow::Result<EvalReport> {
             .multiface_identify
             .push(analyse(engine, &p, Purpose::Identify));
     }
-    for p in list(&dir.join("bad"))? {
+    for p in list_files(&dir.join("bad"))? {
         report.bad.push(analyse(engine, &p, Purpose::Enroll));
     }
-    for p in list(&dir.join("spoof").join("attack"))? {
+    for p in list_files(&dir.join("spoof").join("attack"))? {
         report.attack.push(liveness_only(engine, &p));
     }
-    for p in list(&dir.join("spoof").join("live"))? {
+    for p in list_files(&dir.join("spoof").join("live"))? {
         report.live.push(liveness_only(engine, &p));
     }
     Ok(report)

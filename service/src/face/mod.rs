@@ -44,6 +44,7 @@ pub mod detect;
 pub mod embed;
 mod engine;
 pub mod eval;
+pub mod identification;
 pub mod landmarks;
 pub mod liveness;
 pub mod models;

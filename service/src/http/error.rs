@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::login_policy::Refusal;
 use crate::face::FaceError;
 use crate::store::StoreError;
 use crate::store::ratelimit::LimiterUnavailable;
@@ -38,6 +39,9 @@ pub enum ApiError {
     /// 400 (or 413 for oversized images): the face engine refused the image.
     #[error(transparent)]
     Face(FaceError),
+    /// 400: the face is already enrolled under another account.
+    #[error("this face is already enrolled under another account")]
+    DuplicateFace,
     /// 400: a photo enrolled for a user does not match the user's face.
     #[error("the face does not match the account's enrolled face")]
     FaceMismatch,
@@ -56,6 +60,19 @@ pub enum ApiError {
     /// 401: two enrolled users match almost equally well.
     #[error("face matches more than one account; log in with your username")]
     AmbiguousMatch,
+    /// 401 `username_required` / 400 `username_not_accepted`: the tenant's login mode
+    /// (or its gallery size) does not allow this kind of login.
+    #[error("{0}")]
+    LoginPolicy(#[from] crate::domain::login_policy::Refusal),
+    /// 429 `login_throttled`: this client failed on this account several times and must
+    /// wait before the next attempt.
+    #[error(
+        "too many failed attempts on this account from here: retry after {retry_after} seconds"
+    )]
+    LoginThrottled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 423: the account is locked.
     #[error("account locked after too many failed attempts; try again after the lock expires")]
     Locked {
@@ -68,6 +85,9 @@ pub enum ApiError {
     /// 401: missing, malformed, expired or foreign bearer token or admin key.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 401: the password or face given to prove ownership does not.
+    #[error("the password or face does not prove that this is the account's owner")]
+    ReauthenticationFailed,
     /// 401: the refresh token is unknown, spent, expired or revoked.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
@@ -77,6 +97,9 @@ pub enum ApiError {
     /// 404.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the route exists, not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// 413: the body or a part is larger than allowed.
     #[error("request body too large (limit {0} bytes)")]
     PayloadTooLarge(u64),
@@ -129,18 +152,28 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
             E::Face(f) => (StatusCode::BAD_REQUEST, f.code()),
+            E::DuplicateFace => (StatusCode::BAD_REQUEST, "duplicate_face"),
             E::FaceMismatch => (StatusCode::BAD_REQUEST, "face_mismatch"),
             E::TooManyFaces(_) => (StatusCode::BAD_REQUEST, "too_many_faces"),
             E::SpoofDetected => (StatusCode::UNAUTHORIZED, "spoof_detected"),
             E::LivenessFailed => (StatusCode::UNAUTHORIZED, "liveness_failed"),
             E::NotRecognized => (StatusCode::UNAUTHORIZED, "face_not_recognized"),
             E::AmbiguousMatch => (StatusCode::UNAUTHORIZED, "ambiguous_match"),
+            E::LoginPolicy(Refusal::UsernameRequired) => {
+                (StatusCode::UNAUTHORIZED, "username_required")
+            }
+            E::LoginPolicy(Refusal::UsernameNotAccepted) => {
+                (StatusCode::BAD_REQUEST, "username_not_accepted")
+            }
+            E::LoginThrottled { .. } => (StatusCode::TOO_MANY_REQUESTS, "login_throttled"),
             E::Locked { .. } => (StatusCode::LOCKED, "account_locked"),
             E::Inactive => (StatusCode::FORBIDDEN, "account_inactive"),
             E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             E::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
+            E::ReauthenticationFailed => (StatusCode::UNAUTHORIZED, "reauthentication_failed"),
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             E::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -201,7 +234,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match self {
-            ApiError::RateLimited { retry_after } => Some(retry_after),
+            ApiError::RateLimited { retry_after } | ApiError::LoginThrottled { retry_after } => {
+                Some(retry_after)
+            }
             ApiError::Locked { retry_after } => retry_after,
             ApiError::Unavailable(_) => Some(5),
             _ => None,

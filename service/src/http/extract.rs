@@ -1,7 +1,7 @@
 //! Extractors: the client's address, bearer and admin credentials, and multipart forms
 //! read with limits and strict validation.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Multipart};
@@ -12,36 +12,80 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::domain::tokens::TokenError;
+use super::error::seconds_until;
+use crate::domain::lockout::is_locked;
+use crate::domain::tokens::{AccessClaims, TokenError};
 use crate::state::AppState;
+use crate::store::users;
 
 /// Who is calling: client IP and user agent, for rate limits and the fraud record.
 #[derive(Clone, Debug)]
 pub struct Client {
     /// Client IP: the socket peer, or from `X-Forwarded-For` behind trusted proxies.
     pub ip: String,
+    /// What limits and lockouts count by: the IPv4 address, or the /64 network of an IPv6
+    /// address (one subscriber gets a whole /64, so counting single IPv6 addresses would
+    /// give an attacker 2^64 fresh budgets).
+    pub key: String,
     /// User agent, truncated to 512 characters.
     pub user_agent: String,
 }
 
 /// The client IP: the socket address unless `hops` trusted proxies stand in front, in
 /// which case the address they appended to `X-Forwarded-For` (the `hops`-th from the
-/// right). Addresses further left are client-controlled and ignored.
-pub fn client_ip(peer: Option<SocketAddr>, forwarded_for: Option<&str>, hops: u8) -> String {
-    let peer_ip = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+/// right, over every `X-Forwarded-For` line in order, as RFC 7230 joins repeated
+/// headers). Addresses further left are client-controlled and ignored. Entries may be
+/// `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`; an entry that is none of these (or too few
+/// entries) means the header cannot be trusted, and the socket address is used.
+pub fn client_ip<'a>(
+    peer: Option<SocketAddr>,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    hops: u8,
+) -> Option<IpAddr> {
+    let peer_ip = peer.map(|p| p.ip());
     if hops == 0 {
         return peer_ip;
     }
-    let Some(header) = forwarded_for else {
-        return peer_ip;
-    };
-    let entries: Vec<&str> = header.split(',').map(str::trim).collect();
+    let entries: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
     entries
         .len()
         .checked_sub(usize::from(hops))
         .and_then(|i| entries.get(i))
-        .and_then(|s| s.parse::<std::net::IpAddr>().ok())
-        .map_or(peer_ip, |ip| ip.to_string())
+        .and_then(|s| parse_forwarded_address(s))
+        .or(peer_ip)
+}
+
+/// An `X-Forwarded-For` entry: `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// The key limits and lockouts count a client by: an IPv4 address (or an IPv4-mapped
+/// IPv6 one) as is, an IPv6 address as its /64 network.
+pub fn client_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+        None => "unknown".to_owned(),
+    }
 }
 
 impl FromRequestParts<AppState> for Client {
@@ -57,8 +101,9 @@ impl FromRequestParts<AppState> for Client {
             .map(|c| c.0);
         let forwarded = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         let user_agent: String = parts
             .headers
             .get(USER_AGENT)
@@ -68,8 +113,10 @@ impl FromRequestParts<AppState> for Client {
             .filter(|c| !c.is_control())
             .take(512)
             .collect();
+        let ip = client_ip(peer, forwarded, state.config().trusted_proxy_hops);
         Ok(Client {
-            ip: client_ip(peer, forwarded, state.config().trusted_proxy_hops),
+            ip: ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_canonical().to_string()),
+            key: client_key(ip),
             user_agent,
         })
     }
@@ -97,7 +144,7 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?;
         match state.tokens().verify_access(token) {
-            Ok(claims) => Ok(AuthUser { id: claims.sub }),
+            Ok(claims) => check_session(state, &claims).await,
             Err(TokenError::Expired) => {
                 tracing::info!(
                     event = "token_rejected",
@@ -116,6 +163,33 @@ impl FromRequestParts<AppState> for AuthUser {
             }
         }
     }
+}
+
+/// A well-signed access token is only as good as its user's state now: one primary-key
+/// lookup per request makes logout, deactivation, locks and erasure take effect on access
+/// tokens at once (the bound is zero), instead of when they expire.
+async fn check_session(state: &AppState, claims: &AccessClaims) -> Result<AuthUser, ApiError> {
+    let now = chrono::Utc::now();
+    let Some(session) = users::session_state(state.db(), claims.sub).await? else {
+        return Err(ApiError::Unauthorized("the account no longer exists"));
+    };
+    if session.token_generation != claims.r#gen {
+        tracing::info!(
+            event = "token_rejected",
+            reason = "revoked",
+            "access token rejected"
+        );
+        return Err(ApiError::Unauthorized("access token revoked"));
+    }
+    if !session.is_active {
+        return Err(ApiError::Inactive);
+    }
+    if is_locked(session.is_locked, session.locked_until, now) {
+        return Err(ApiError::Locked {
+            retry_after: session.locked_until.map(|u| seconds_until(u, now)),
+        });
+    }
+    Ok(AuthUser { id: claims.sub })
 }
 
 /// The tenant's administrator, authenticated by `Authorization: Bearer <ADMIN_API_KEY>`.
@@ -304,20 +378,44 @@ pub fn parse_user_id(s: &str) -> Result<Uuid, ApiError> {
 mod tests {
     use super::*;
 
+    fn ip(lines: &[&str], hops: u8) -> String {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        client_ip(Some(peer), lines.iter().copied(), hops)
+            .unwrap()
+            .to_string()
+    }
+
     #[test]
     fn client_ip_ignores_forwarded_for_without_trusted_proxies() {
-        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
-        assert_eq!(client_ip(Some(peer), Some("1.2.3.4"), 0), "10.0.0.9");
-        assert_eq!(
-            client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4"), 1),
-            "1.2.3.4"
-        );
-        assert_eq!(
-            client_ip(Some(peer), Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), 2),
-            "1.2.3.4"
-        );
-        assert_eq!(client_ip(Some(peer), Some("garbage"), 1), "10.0.0.9");
-        assert_eq!(client_ip(Some(peer), Some("1.2.3.4"), 3), "10.0.0.9");
+        assert_eq!(ip(&["1.2.3.4"], 0), "10.0.0.9");
+        assert_eq!(ip(&["6.6.6.6, 1.2.3.4"], 1), "1.2.3.4");
+        assert_eq!(ip(&["6.6.6.6, 1.2.3.4, 10.0.0.2"], 2), "1.2.3.4");
+        assert_eq!(ip(&["garbage"], 1), "10.0.0.9");
+        assert_eq!(ip(&["1.2.3.4"], 3), "10.0.0.9");
+        assert_eq!(ip(&[], 1), "10.0.0.9");
+    }
+
+    #[test]
+    fn client_ip_reads_every_header_line_and_address_form() {
+        // A client-sent line first, then the line the trusted proxy added.
+        assert_eq!(ip(&["6.6.6.6", "1.2.3.4"], 1), "1.2.3.4");
+        assert_eq!(ip(&["6.6.6.6, 7.7.7.7", "1.2.3.4, 10.0.0.2"], 2), "1.2.3.4");
+        assert_eq!(ip(&["1.2.3.4:5678"], 1), "1.2.3.4");
+        assert_eq!(ip(&["2001:db8::1"], 1), "2001:db8::1");
+        assert_eq!(ip(&["[2001:db8::1]"], 1), "2001:db8::1");
+        assert_eq!(ip(&["[2001:db8::1]:443"], 1), "2001:db8::1");
+        assert_eq!(ip(&["1.2.3.4:port"], 1), "10.0.0.9");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let key = |s: &str| client_key(Some(s.parse().unwrap()));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(client_key(None), "unknown");
     }
 
     #[test]

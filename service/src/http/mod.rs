@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod openapi;
 pub mod routes;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,17 +27,9 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole application: what `faceid serve` runs and what tests call.
 pub fn app(state: AppState) -> Router {
     let max_body = usize::try_from(state.config().max_upload_bytes).unwrap_or(usize::MAX);
-    let api = Router::new()
-        .route("/api/v1/auth/register", post(routes::auth::register))
-        .route("/api/v1/auth/login", post(routes::auth::login))
-        .route("/api/v1/auth/refresh", post(routes::auth::refresh))
-        .route("/api/v1/auth/logout", post(routes::auth::logout))
-        .route("/api/v1/auth/me", get(routes::auth::me))
-        .route("/api/v1/users/me/faces", post(routes::users::add_face))
-        .route(
-            "/api/v1/users/me",
-            axum::routing::delete(routes::users::delete_me),
-        )
+    // Admin endpoints count against the default rate limit before the credential is
+    // even looked at, so guessing the admin key is as slow as everything else.
+    let admin = Router::new()
         .route(
             "/api/v1/admin/failed-attempts",
             get(routes::admin::failed_attempts),
@@ -61,6 +54,19 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/admin/users/{user_id}/activate",
             post(routes::admin::activate),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_admin));
+    let api = Router::new()
+        .route("/api/v1/auth/register", post(routes::auth::register))
+        .route("/api/v1/auth/login", post(routes::auth::login))
+        .route("/api/v1/auth/refresh", post(routes::auth::refresh))
+        .route("/api/v1/auth/logout", post(routes::auth::logout))
+        .route("/api/v1/auth/me", get(routes::auth::me))
+        .route("/api/v1/users/me/faces", post(routes::users::add_face))
+        .route(
+            "/api/v1/users/me",
+            axum::routing::delete(routes::users::delete_me),
+        )
+        .merge(admin)
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
@@ -76,18 +82,29 @@ pub fn app(state: AppState) -> Router {
             tracing::error!(event = "panic", "a request handler panicked");
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
+        .layer(middleware::from_fn(headers::secure))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+async fn limit_admin(
+    State(state): State<AppState>,
+    client: extract::Client,
+    request: Request,
+    next: Next,
+) -> Response {
+    match crate::flows::rate_limit(&state, crate::flows::Limit::Default, &client).await {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
-async fn method_not_allowed() -> Response {
-    let mut r = ApiError::Validation("method not allowed on this route".to_owned()).into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -128,7 +145,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = request.method().clone();
+    // A label value per method a client invents would grow the metrics without bound.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let span = tracing::info_span!("request", request_id = %id, tenant = %state.config().tenant, method = %method, route = %route);
     let started = Instant::now();
     let mut response = REQUEST_ID
@@ -146,11 +173,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let metrics = state.metrics();
     metrics
         .http_requests
-        .with_label_values(&[method.as_str(), &route, class])
+        .with_label_values(&[method, &route, class])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[method.as_str(), &route])
+        .with_label_values(&[method, &route])
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         let ms = elapsed.as_secs_f64() * 1000.0;

@@ -32,6 +32,10 @@ pub enum FailureReason {
     InvalidImage,
     /// The account is deactivated.
     Inactive,
+    /// A registration presented a face already enrolled under the attempt's account.
+    DuplicateFace,
+    /// A wrong password was given to prove ownership of the account.
+    InvalidPassword,
 }
 
 impl FailureReason {
@@ -48,7 +52,14 @@ impl FailureReason {
             Self::PoorQuality => "poor_quality",
             Self::InvalidImage => "invalid_image",
             Self::Inactive => "inactive",
+            Self::DuplicateFace => "duplicate_face",
+            Self::InvalidPassword => "invalid_password",
         }
+    }
+
+    /// Whether a failure of this kind counts towards a lock (see `NOT_COUNTED`).
+    pub fn counts_towards_lock(self) -> bool {
+        !matches!(self, Self::Locked | Self::RateLimit | Self::DuplicateFace)
     }
 }
 
@@ -59,6 +70,8 @@ pub struct NewAttempt {
     pub user_id: Option<Uuid>,
     /// Client IP.
     pub ip: String,
+    /// What lockout counts the client by (IPv4 address or IPv6 /64).
+    pub client_key: String,
     /// Client user agent (truncated).
     pub user_agent: String,
     /// Why it failed.
@@ -69,8 +82,35 @@ pub struct NewAttempt {
     pub liveness: Option<f32>,
 }
 
+/// Reasons that are no attempt on the account: refusals that did no face work because
+/// the account or client was already locked, rate limits, and somebody else registering
+/// with the account's face. They never count towards a lock.
+const NOT_COUNTED: &str = "('locked', 'rate_limit', 'duplicate_face')";
+
+/// A client's counted failures against one account since a time, and the last one.
+pub async fn client_failures(
+    pool: &PgPool,
+    user: Uuid,
+    client_key: &str,
+    since: DateTime<Utc>,
+) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+    let (count, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&format!(
+        "SELECT count(*), max(attempted_at) FROM failed_login_attempts
+         WHERE user_id = $1 AND client_key = $2 AND attempted_at > $3
+           AND reason NOT IN {NOT_COUNTED}"
+    ))
+    .bind(user)
+    .bind(client_key)
+    .bind(since)
+    .fetch_one(pool)
+    .await?;
+    Ok((u64::try_from(count).unwrap_or(0), last))
+}
+
 /// Records a failed attempt and, when it is against a known account, applies the
-/// lockout policy in the same transaction. Returns whether this attempt locked the account.
+/// account-wide lock of the policy in the same transaction. Returns whether this attempt
+/// locked the account. (A client's own lockout needs no write: it is read from these
+/// rows, [`client_failures`].)
 ///
 /// The user row is locked (`FOR UPDATE`) before counting, so concurrent failures against
 /// one account serialise and every one of them is counted.
@@ -92,12 +132,13 @@ pub async fn record(
     };
     sqlx::query(
         "INSERT INTO failed_login_attempts
-             (id, user_id, ip_address, user_agent, reason, confidence_score, liveness_score, attempted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (id, user_id, ip_address, client_key, user_agent, reason, confidence_score, liveness_score, attempted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(Uuid::new_v4())
     .bind(reset.as_ref().and(attempt.user_id))
     .bind(&attempt.ip)
+    .bind(&attempt.client_key)
     .bind(&attempt.user_agent)
     .bind(attempt.reason.as_str())
     .bind(attempt.confidence)
@@ -107,22 +148,22 @@ pub async fn record(
     .await?;
 
     let mut locked_now = false;
-    // Refusals because the account is already locked do not extend the lock.
     if let (Some(user), Some(last_reset)) = (attempt.user_id, reset)
-        && attempt.reason != FailureReason::Locked
+        && attempt.reason.counts_towards_lock()
     {
         let since = policy.counting_since(now, last_reset);
-        let failures: i64 = sqlx::query_scalar(
+        let failures: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM failed_login_attempts
-             WHERE user_id = $1 AND attempted_at > $2 AND reason <> 'locked'",
-        )
+             WHERE user_id = $1 AND attempted_at > $2 AND reason NOT IN {NOT_COUNTED}"
+        ))
         .bind(user)
         .bind(since)
         .fetch_one(&mut *tx)
         .await?;
-        if policy.should_lock(u64::try_from(failures).unwrap_or(0)) {
+        if policy.should_lock_account(u64::try_from(failures).unwrap_or(0)) {
             let done = sqlx::query(
-                "UPDATE users SET is_locked = true, locked_until = $2, lockout_reset_at = $3, updated_at = $3
+                "UPDATE users SET is_locked = true, locked_until = $2, lockout_reset_at = $3, updated_at = $3,
+                        token_generation = token_generation + 1
                  WHERE id = $1",
             )
             .bind(user)
@@ -148,7 +189,8 @@ pub struct AttemptRow {
     pub ip_address: String,
     /// Client user agent.
     pub user_agent: String,
-    /// Why it failed (`no_match`, `liveness_failed`, `rate_limit`, `locked`, ...).
+    /// Why it failed (`no_match`, `liveness_failed`, `rate_limit`, `locked`, ...;
+    /// `duplicate_face`: a registration with this account's face).
     pub reason: String,
     /// Match confidence, when computed.
     pub confidence_score: Option<f32>,

@@ -30,13 +30,15 @@ pub struct UserRow {
     pub lockout_reset_at: Option<DateTime<Utc>>,
     /// Model that produced the registration template.
     pub model_version: String,
+    /// Access tokens of an older generation are refused (see `bump_token_generation`).
+    pub token_generation: i32,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }
 
-const USER_COLUMNS: &str = "id, username, email, is_active, is_locked, locked_until, lockout_reset_at, model_version, created_at, updated_at";
+const USER_COLUMNS: &str = "id, username, email, is_active, is_locked, locked_until, lockout_reset_at, model_version, token_generation, created_at, updated_at";
 
 /// A user to create.
 #[derive(Debug)]
@@ -70,11 +72,53 @@ pub async fn taken_field(
     Ok(row.map(|(u, _)| if u { "username" } else { "email" }))
 }
 
+/// Outcome of [`create`].
+#[derive(Debug)]
+pub enum Created {
+    /// The new user.
+    User(UserRow),
+    /// An enrolled template of this account lies within the duplicate distance.
+    DuplicateOf(Candidate),
+}
+
 /// Creates a user and its first template in one transaction.
-pub async fn create(pool: &PgPool, new: NewUser<'_>) -> StoreResult<UserRow> {
+///
+/// With `duplicate_within`, the face is first compared with every enrolled template
+/// (active accounts or not) and nothing is created when one lies within that distance.
+/// The check and the insert hold one transaction-scoped advisory lock of the schema, so
+/// two registrations of one face at the same moment cannot both pass the check; it
+/// serialises only the (milliseconds long) check-and-insert of registrations.
+pub async fn create(
+    pool: &PgPool,
+    new: NewUser<'_>,
+    duplicate_within: Option<f32>,
+) -> StoreResult<Created> {
     let id = Uuid::new_v4();
     let vector = Vector::from(new.embedding.to_vec());
     let mut tx = pool.begin().await?;
+    if let Some(within) = duplicate_within {
+        // Keyed by the schema, so tenants sharing a database do not wait on each other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext('faceid:register:' || current_schema()))",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let nearest: Option<(Uuid, f64)> = sqlx::query_as(
+            "SELECT user_id, (embedding <-> $1)::float8 FROM face_embeddings
+             ORDER BY embedding <-> $1 LIMIT 1",
+        )
+        .bind(&vector)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((user_id, distance)) = nearest
+            && distance as f32 <= within
+        {
+            return Ok(Created::DuplicateOf(Candidate {
+                user_id,
+                distance: distance as f32,
+            }));
+        }
+    }
     let user: UserRow = sqlx::query_as(&format!(
         "INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
@@ -97,7 +141,7 @@ pub async fn create(pool: &PgPool, new: NewUser<'_>) -> StoreResult<UserRow> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(user)
+    Ok(Created::User(user))
 }
 
 /// A user by id.
@@ -148,6 +192,47 @@ pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64) -> StoreResul
         .collect())
 }
 
+/// The number of active users (the 1:N gallery), counted at most once per
+/// [`GALLERY_COUNT_TTL`] per process: face-only login consults it on every request, and
+/// counting a large table each time would cost more than the search. Registrations and
+/// erasures in this process invalidate it at once; other replicas' catch up within the TTL.
+#[derive(Debug, Default)]
+pub struct GalleryCount {
+    cached: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+/// How long a gallery count is reused.
+pub const GALLERY_COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl GalleryCount {
+    /// Active users, from the cache when it is fresh.
+    pub async fn get(&self, pool: &PgPool) -> StoreResult<u64> {
+        if let Some((at, n)) = *self.lock()
+            && at.elapsed() < GALLERY_COUNT_TTL
+        {
+            return Ok(n);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE is_active")
+            .fetch_one(pool)
+            .await?;
+        let n = u64::try_from(n).unwrap_or(0);
+        *self.lock() = Some((std::time::Instant::now(), n));
+        Ok(n)
+    }
+
+    /// Forgets the cached count (the gallery changed).
+    pub fn invalidate(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, u64)>> {
+        // The guarded value is a plain cache: a panic elsewhere cannot leave it invalid.
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Distance from `embedding` to the nearest template of one user (1:1 verification).
 pub async fn distance_to_user(
     pool: &PgPool,
@@ -161,6 +246,22 @@ pub async fn distance_to_user(
     .bind(Vector::from(embedding.to_vec()))
     .fetch_one(pool)
     .await?;
+    Ok(d.map(|d| d as f32))
+}
+
+/// Distance from `embedding` to a user's registration template (the first enrolment,
+/// `users.face_embedding`), the anchor every later enrolment must match.
+pub async fn distance_to_registration(
+    pool: &PgPool,
+    user: Uuid,
+    embedding: &[f32],
+) -> StoreResult<Option<f32>> {
+    let d: Option<f64> =
+        sqlx::query_scalar("SELECT (face_embedding <-> $2)::float8 FROM users WHERE id = $1")
+            .bind(user)
+            .bind(Vector::from(embedding.to_vec()))
+            .fetch_optional(pool)
+            .await?;
     Ok(d.map(|d| d as f32))
 }
 
@@ -232,13 +333,56 @@ pub async fn set_locked(
     now: DateTime<Utc>,
 ) -> StoreResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!(
-        "UPDATE users SET is_locked = $2, locked_until = $3, lockout_reset_at = $4, updated_at = $4
+        "UPDATE users SET is_locked = $2, locked_until = $3, lockout_reset_at = $4, updated_at = $4,
+                token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END
          WHERE id = $1 RETURNING {USER_COLUMNS}"
     ))
     .bind(user)
     .bind(locked)
     .bind(if locked { until } else { None })
     .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A user's password hash (PHC string), `None` when the user does not exist.
+pub async fn password_hash(pool: &PgPool, user: Uuid) -> StoreResult<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Revokes every access token of a user issued so far (logout, deactivation, locks).
+pub async fn bump_token_generation(pool: &PgPool, user: Uuid) -> StoreResult<()> {
+    sqlx::query("UPDATE users SET token_generation = token_generation + 1 WHERE id = $1")
+        .bind(user)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// What an access token's bearer is checked against on every request.
+#[derive(Clone, Copy, Debug, sqlx::FromRow)]
+pub struct SessionState {
+    /// Current token generation.
+    pub token_generation: i32,
+    /// Deactivated users are refused.
+    pub is_active: bool,
+    /// Lock flag.
+    pub is_locked: bool,
+    /// End of the lock.
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// The session state of a user (one primary-key lookup), `None` when erased.
+pub async fn session_state(pool: &PgPool, user: Uuid) -> StoreResult<Option<SessionState>> {
+    Ok(sqlx::query_as(
+        "SELECT token_generation, is_active, is_locked, locked_until FROM users WHERE id = $1",
+    )
+    .bind(user)
     .fetch_optional(pool)
     .await?)
 }
@@ -251,7 +395,9 @@ pub async fn set_active(
     now: DateTime<Utc>,
 ) -> StoreResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!(
-        "UPDATE users SET is_active = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
+        "UPDATE users SET is_active = $2, updated_at = $3,
+                token_generation = token_generation + CASE WHEN $2 THEN 0 ELSE 1 END
+         WHERE id = $1 RETURNING {USER_COLUMNS}"
     ))
     .bind(user)
     .bind(active)

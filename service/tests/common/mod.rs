@@ -99,9 +99,13 @@ pub fn serve_args_with_url(schema: &str, database_url: &str, extra: &[&str]) -> 
         repo_root().join("models").display().to_string(),
     ];
     // Tests register many users from one address: generous limits unless a test sets its own.
+    // They also enrol more people than face-only login admits by default (about one at
+    // tolerance 0.6) and log in face-only: the gallery-size limit has its own tests
+    // (tests/login_policy.rs), which set this flag themselves.
     for (flag, value) in [
         ("--rate-limit-register", "1000/hour"),
         ("--rate-limit-login", "1000/minute"),
+        ("--face-only-accept-risk", "true"),
     ] {
         if !extra.contains(&flag) {
             args.extend([flag.to_owned(), value.to_owned()]);
@@ -147,7 +151,7 @@ impl Tenant {
 
     /// Sends a request from client IP `ip`.
     pub async fn send(&self, mut request: Request<Body>, ip: &str) -> Reply {
-        let addr: SocketAddr = format!("{ip}:40000").parse().expect("ip");
+        let addr = SocketAddr::new(ip.parse().expect("ip"), 40000);
         request.extensions_mut().insert(ConnectInfo(addr));
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
@@ -234,6 +238,18 @@ impl Tenant {
         self.refresh(successor)
             .await
             .expect_error(401, "invalid_refresh_token");
+    }
+
+    /// `POST /api/v1/users/me/faces` with `image`, as the holder of `token`.
+    pub async fn enrol(&self, token: &str, image: &[u8], ip: &str) -> Reply {
+        let mut r = Multipart::new()
+            .file("face_image", "face.jpg", image)
+            .request("/api/v1/users/me/faces");
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        self.send(r, ip).await
     }
 
     pub async fn admin_post(&self, path: &str) -> Reply {

@@ -267,6 +267,7 @@ async fn set_active(state: AppState, id: String, active: bool) -> ApiResult<Json
     let row = users::set_active(state.db(), id, active, now)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
+    state.gallery().invalidate();
     tracing::info!(event = if active { "account_activated" } else { "account_deactivated" }, user_id = %id, "account state changed by admin");
     Ok(Json(crate::flows::user_out(row, now)))
 }

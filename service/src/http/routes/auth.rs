@@ -58,7 +58,7 @@ pub struct RefreshRequest {
     request_body(content = RegisterForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Registered", body = Registered),
-        (status = 400, description = "`user_exists`, `no_face`, `multiple_faces`, `poor_quality`/`face_too_small`/..., or an image error (`invalid_image`, `unsupported_format`, `image_too_large`, ...)", body = ErrorBody),
+        (status = 400, description = "`user_exists`, `duplicate_face` (the face is enrolled under another account), `no_face`, `multiple_faces`, `poor_quality`/`face_too_small`/..., or an image error (`invalid_image`, `unsupported_format`, `image_too_large`, ...)", body = ErrorBody),
         (status = 401, description = "`spoof_detected`: the liveness check refused the photo", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not multipart/form-data", body = ErrorBody),
@@ -95,19 +95,26 @@ pub async fn register(
 /// Without `username` the face is identified among all active users (1:N); with it,
 /// verified against that user only (1:1). A locked account is always answered 423,
 /// whichever way it was reached.
+///
+/// Face-only login is open while the tenant's gallery is within the safe size measured
+/// for its tolerance (`LOGIN_MODE`, `FACE_ONLY_MAX_USERS`, `FACE_ONLY_ACCEPT_RISK`):
+/// past it, or when the tenant takes usernames only, a login without `username` is
+/// answered 401 `username_required` before the photo is analysed, and the client asks
+/// for the username. A tenant that logs in by face only answers a `username` with 400
+/// `username_not_accepted`.
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content = LoginForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Logged in", body = LoggedIn),
-        (status = 400, description = "`no_face`, `multiple_faces`, quality or image errors", body = ErrorBody),
-        (status = 401, description = "`liveness_failed`, `face_not_recognized` or `ambiguous_match`", body = ErrorBody),
+        (status = 400, description = "`no_face`, `multiple_faces`, quality or image errors; `username_not_accepted`", body = ErrorBody),
+        (status = 401, description = "`liveness_failed`, `face_not_recognized`, `ambiguous_match` or `username_required` (face-only login closed: send `username`)", body = ErrorBody),
         (status = 403, description = "`account_inactive`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
-        (status = 423, description = "`account_locked` (see `Retry-After`)", body = ErrorBody),
-        (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ErrorBody),
+        (status = 423, description = "`account_locked` (see `Retry-After`): the account is locked, or this client is locked out of it after repeated failures", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, or `login_throttled`: this client failed on this account repeatedly and must wait (see `Retry-After`)", body = ErrorBody),
         (status = 503, description = "`service_unavailable`", body = ErrorBody),
     )
 )]

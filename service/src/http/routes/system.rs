@@ -7,6 +7,8 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::http::error::ApiError;
+use crate::http::extract::Admin;
 use crate::state::AppState;
 
 /// `/health` answer.
@@ -40,14 +42,28 @@ pub struct Readiness {
     pub checks: std::collections::BTreeMap<&'static str, String>,
 }
 
-/// Readiness: PostgreSQL, pgvector, Redis (when configured) and the face models.
-/// 503 names what is down.
+/// Readiness: PostgreSQL, pgvector, Redis (when configured) and the face models (each
+/// network run once on a zero input). 503 names what is down; what went wrong is told
+/// only to the admin (`Authorization: Bearer <ADMIN_API_KEY>`): an anonymous caller reads
+/// `ok`, `down` or `not_configured`, no error text.
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready: `checks` names what is down", body = Readiness),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub async fn ready(State(state): State<AppState>, admin: Result<Admin, ApiError>) -> Response {
+    let mut response = readiness(&state).await;
+    if admin.is_err() {
+        for value in response.1.checks.values_mut() {
+            if value != "ok" && value != "not_configured" && !value.starts_with("ok ") {
+                *value = "down".to_owned();
+            }
+        }
+    }
+    response.into_response()
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, Json<Readiness>) {
     let mut checks = std::collections::BTreeMap::new();
     let mut ok = true;
     match crate::store::db::check(state.db()).await {
@@ -82,7 +98,15 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             checks.insert("redis", format!("unreachable: {}", e.0));
         }
     }
-    checks.insert("models", format!("ok ({})", state.engine().model_version()));
+    match state.engine().self_check().await {
+        Ok(_) => {
+            checks.insert("models", format!("ok ({})", state.engine().model_version()));
+        }
+        Err(e) => {
+            ok = false;
+            checks.insert("models", format!("failing: {e}"));
+        }
+    }
     let status = if ok {
         StatusCode::OK
     } else {
@@ -92,7 +116,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         status: if ok { "ready" } else { "not_ready" },
         checks,
     };
-    (status, Json(body)).into_response()
+    (status, Json(body))
 }
 
 /// Prometheus metrics (text exposition format).
@@ -111,5 +135,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The camera page: register and log in from the browser's camera.
 pub async fn camera_page() -> Html<&'static str> {
-    Html(include_str!("../../../static/index.html"))
+    Html(crate::http::headers::CAMERA_PAGE)
 }
