@@ -81,6 +81,10 @@ async fn check_template_key(state: &AppState) -> anyhow::Result<()> {
         Ok(KeyCheck::Recorded) => {
             tracing::info!(fingerprint = key.fingerprint(), "template key recorded")
         }
+        Ok(KeyCheck::Upgraded) => tracing::info!(
+            fingerprint = key.fingerprint(),
+            "template key matches; its recorded fingerprint now covers the derived matrix"
+        ),
         Ok(KeyCheck::Matches) => tracing::info!(
             fingerprint = key.fingerprint(),
             "template key matches the stored templates"

@@ -161,3 +161,42 @@ async fn rekeying_keeps_logins_working_and_checks_the_old_key() {
         .await
         .expect_error(401, "face_not_recognized");
 }
+
+#[tokio::test]
+async fn a_schema_recorded_before_the_matrix_fingerprint_is_upgraded_once() {
+    let t = Tenant::new(&["--template-key", KEY_A]).await;
+    let key = t.state.templates();
+    // What a schema written by an older version holds: the key's fingerprint alone.
+    sqlx::query("INSERT INTO template_protection (fingerprint) VALUES ($1)")
+        .bind(key.legacy_fingerprint())
+        .execute(t.state.db())
+        .await
+        .unwrap();
+    assert_eq!(
+        check_or_record(t.state.db(), key).await.unwrap(),
+        KeyCheck::Upgraded
+    );
+    assert_eq!(
+        check_or_record(t.state.db(), key).await.unwrap(),
+        KeyCheck::Matches
+    );
+    let stored: String = sqlx::query_scalar("SELECT fingerprint FROM template_protection")
+        .fetch_one(t.state.db())
+        .await
+        .unwrap();
+    assert_eq!(stored, key.fingerprint());
+    assert!(stored.starts_with("q1-"), "{stored}");
+    // Another key's legacy fingerprint is still a mismatch.
+    let other = Tenant::new(&["--template-key", KEY_B]).await;
+    sqlx::query("INSERT INTO template_protection (fingerprint) VALUES ($1)")
+        .bind(key.legacy_fingerprint())
+        .execute(other.state.db())
+        .await
+        .unwrap();
+    assert!(matches!(
+        check_or_record(other.state.db(), other.state.templates())
+            .await
+            .unwrap(),
+        KeyCheck::Mismatch(_)
+    ));
+}

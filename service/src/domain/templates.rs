@@ -21,8 +21,11 @@ pub const DIM: usize = 128;
 pub struct TemplateKey {
     /// Row-major orthogonal matrix.
     q: Box<[[f64; DIM]; DIM]>,
-    /// Short public fingerprint of the key (to tell keys apart in logs; not the key).
+    /// Public fingerprint of the key *and* the matrix derived from it (see
+    /// [`TemplateKey::fingerprint`]).
     fingerprint: String,
+    /// The fingerprint before it covered the matrix (of the key alone).
+    legacy_fingerprint: String,
 }
 
 impl std::fmt::Debug for TemplateKey {
@@ -41,11 +44,7 @@ impl TemplateKey {
             .chain_update(secret)
             .finalize()
             .into();
-        let fingerprint = Sha256::digest(seed)
-            .iter()
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let legacy_fingerprint = hex4(&Sha256::digest(seed));
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut q = Box::new([[0.0f64; DIM]; DIM]);
         for row in q.iter_mut() {
@@ -54,12 +53,28 @@ impl TemplateKey {
             }
         }
         orthonormalise(&mut q);
-        Self { q, fingerprint }
+        let fingerprint = matrix_fingerprint(&seed, &q);
+        Self {
+            q,
+            fingerprint,
+            legacy_fingerprint,
+        }
     }
 
-    /// The key's public fingerprint.
+    /// The public fingerprint recorded beside the templates: SHA-256 of the key's seed
+    /// and of the derived matrix (each entry to 6 decimals, so that last-bit differences
+    /// between maths libraries do not count), as `q1-` and 8 hex digits. A dependency
+    /// upgrade that changed the matrix derivation (the random generator, the Gaussian
+    /// sampling) would change every tenant's templates; with the matrix in the
+    /// fingerprint, the service then refuses to start instead of failing every login.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The fingerprint of the key alone, recorded by versions before the matrix was
+    /// covered: a schema holding it is upgraded to [`Self::fingerprint`] on start-up.
+    pub fn legacy_fingerprint(&self) -> &str {
+        &self.legacy_fingerprint
     }
 
     /// The protected form of an embedding: `Q·e`.
@@ -92,6 +107,18 @@ impl TemplateKey {
     pub fn rekey(&self, new: &TemplateKey, template: &[f32]) -> Vec<f32> {
         new.protect(&self.unprotect(template))
     }
+}
+
+fn hex4(digest: &[u8]) -> String {
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+fn matrix_fingerprint(seed: &[u8; 32], q: &[[f64; DIM]; DIM]) -> String {
+    let mut hash = Sha256::new().chain_update(seed);
+    for x in q.iter().flatten() {
+        hash.update(format!("{x:.6};").as_bytes());
+    }
+    format!("q1-{}", hex4(&hash.finalize()))
 }
 
 /// A standard normal sample (Box-Muller), so the matrix is Haar-random once orthonormalised.
@@ -179,6 +206,21 @@ mod tests {
         assert!(distance(&back, &e) < 1e-5);
         let moved = a.rekey(&b, &a.protect(&e));
         assert!(distance(&moved, &b.protect(&e)) < 1e-5);
+    }
+
+    /// Known answer: a dependency upgrade that changes how the matrix is derived changes
+    /// every tenant's templates; this test (and the fingerprint the service checks at
+    /// start-up) catch it.
+    #[test]
+    fn the_derived_matrix_is_pinned() {
+        let key = TemplateKey::derive(b"known-answer-template-key-012345");
+        assert_eq!(key.legacy_fingerprint(), "e863409f");
+        assert_eq!(key.fingerprint(), "q1-eb4ad703");
+        let corner = [key.q[0][0], key.q[0][1], key.q[127][127]];
+        let pinned = [0.098_452_678_974, -0.062_058_276_204, 0.042_971_821_831];
+        for (got, want) in corner.iter().zip(pinned) {
+            assert!((got - want).abs() < 1e-9, "{corner:?}");
+        }
     }
 
     #[test]

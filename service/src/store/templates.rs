@@ -14,6 +14,9 @@ pub enum KeyCheck {
     Recorded,
     /// The stored templates are protected by this key.
     Matches,
+    /// The schema recorded this key's fingerprint in the form before it covered the
+    /// matrix; it now holds the full one.
+    Upgraded,
     /// They are protected by another key (fingerprint given).
     Mismatch(String),
 }
@@ -33,11 +36,21 @@ pub async fn check_or_record(pool: &PgPool, key: &TemplateKey) -> StoreResult<Ke
     let stored: String = sqlx::query_scalar("SELECT fingerprint FROM template_protection")
         .fetch_one(pool)
         .await?;
-    Ok(if stored == key.fingerprint() {
-        KeyCheck::Matches
-    } else {
-        KeyCheck::Mismatch(stored)
-    })
+    if stored == key.fingerprint() {
+        return Ok(KeyCheck::Matches);
+    }
+    if stored != key.legacy_fingerprint() {
+        return Ok(KeyCheck::Mismatch(stored));
+    }
+    // Only this exact legacy value is replaced, so two replicas starting together agree.
+    sqlx::query(
+        "UPDATE template_protection SET fingerprint = $1, updated_at = now() WHERE fingerprint = $2",
+    )
+    .bind(key.fingerprint())
+    .bind(key.legacy_fingerprint())
+    .execute(pool)
+    .await?;
+    Ok(KeyCheck::Upgraded)
 }
 
 /// Outcome of [`rekey`].
@@ -90,6 +103,7 @@ pub async fn rekey(
         .map_err(super::StoreError::from)?;
     if let Some(stored) = stored
         && stored != old.fingerprint()
+        && stored != old.legacy_fingerprint()
     {
         return Err(RekeyError::WrongOldKey {
             given: old.fingerprint().to_owned(),
