@@ -166,6 +166,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=100 * 1024 * 1024))]
     pub max_upload_bytes: u64,
 
+    /// Longest a client may take to send a request's head (request line and headers), in
+    /// seconds; slower connections are closed (slowloris).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub http_header_read_timeout_seconds: u64,
+
     /// Longest a request may take before it is answered 503, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub request_timeout_seconds: u64,

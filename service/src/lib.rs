@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod passwords;
 pub mod serve;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -10,6 +10,9 @@ use crate::config::ServeArgs;
 use crate::face::FaceEngine;
 use crate::state::AppState;
 
+/// Age after which a connection is closed gracefully (bounds idle keep-alive ones).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+
 /// How often the user gauges are refreshed and old attempts deleted.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
@@ -57,11 +60,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr} (HOST, PORT)"))?;
     tracing::info!(%addr, tenant = %args.tenant, "serving");
-    let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    let limits = crate::server::ServerLimits {
+        header_read_timeout: Duration::from_secs(args.http_header_read_timeout_seconds),
+        max_connection_age: MAX_CONNECTION_AGE,
+    };
+    crate::server::serve(listener, crate::http::app(state), limits, shutdown_signal()).await;
     housekeeping.abort();
     tracing::info!("stopped");
     Ok(())
