@@ -1,4 +1,5 @@
--- Lockout per client, the duplicate-face signal, and revocable access tokens.
+-- Lockout per client, the duplicate-face signal, revocable access tokens, and the
+-- network that made each template.
 --
 -- `client_key`: the client a failure came from as limits count it (an IPv4 address, or
 -- an IPv6 /64). Lockout counts failures per (account, client), so a stranger's failures
@@ -25,3 +26,11 @@ ALTER TABLE failed_login_attempts ADD CONSTRAINT failed_login_attempts_reason_ch
 -- refused once the user's generation moved on. Logout, deactivation and locks raise it,
 -- so they take effect on access tokens at once, not when the tokens expire.
 ALTER TABLE users ADD COLUMN token_generation integer NOT NULL DEFAULT 0;
+
+-- `network`: the recognition network and embedding dimension that made each template.
+-- Templates of different networks are not comparable; the service compares only
+-- templates of its own network, so a tenant can move to a stronger one by re-enrolment
+-- (docs/FACE_ENGINE.md, "Moving to another network"). Every template so far was made
+-- by this one.
+ALTER TABLE users ADD COLUMN network text NOT NULL DEFAULT 'face-api-resnet128@1.7.15/128';
+ALTER TABLE face_embeddings ADD COLUMN network text NOT NULL DEFAULT 'face-api-resnet128@1.7.15/128';

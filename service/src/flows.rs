@@ -33,6 +33,14 @@ use crate::store::{StoreError, tokens};
 /// ambiguity check.
 const SEARCH_CANDIDATES: i64 = users::MAX_FACES_PER_USER + 1;
 
+/// The recognition network (and embedding dimension) whose templates this build makes
+/// and compares: stored beside every template, and every search and comparison is
+/// restricted to it, because templates of another network are not comparable. The int8
+/// and float32 builds of the one network share it (their embeddings are 0.036 apart at
+/// the median); a new network gets a new name (docs/FACE_ENGINE.md, "Moving to another
+/// network").
+pub const RECOGNITION_NETWORK: &str = "face-api-resnet128@1.7.15/128";
+
 /// A user as the API shows it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct UserOut {
@@ -361,6 +369,7 @@ async fn register_inner(
             password_hash: &password_hash,
             embedding: &template,
             model_version: state.engine().model_version(),
+            network: RECOGNITION_NETWORK,
         },
         duplicate_within,
     )
@@ -482,7 +491,8 @@ async fn login_inner(
             },
         ),
         Some(Some(user)) => {
-            let d = users::distance_to_user(state.db(), user.id, embedding).await?;
+            let d = users::distance_to_user(state.db(), user.id, embedding, RECOGNITION_NETWORK)
+                .await?;
             let outcome = match d {
                 Some(d) if d <= tolerance => MatchOutcome::Matched {
                     user_id: user.id,
@@ -495,7 +505,13 @@ async fn login_inner(
         }
         None => {
             // The tenant's `HNSW_EF_SEARCH` is a setting of every pooled connection.
-            let candidates = users::nearest(state.db(), embedding, SEARCH_CANDIDATES).await?;
+            let candidates = users::nearest(
+                state.db(),
+                embedding,
+                SEARCH_CANDIDATES,
+                RECOGNITION_NETWORK,
+            )
+            .await?;
             let outcome = matching::decide(
                 &candidates,
                 tolerance,
@@ -733,16 +749,23 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
         .templates()
         .protect(analysis.face.embedding.as_slice());
     let embedding = template.as_slice();
-    let distance = users::distance_to_registration(state.db(), user, embedding)
-        .await?
-        .unwrap_or(f32::INFINITY);
+    let distance =
+        users::distance_to_registration(state.db(), user, embedding, RECOGNITION_NETWORK)
+            .await?
+            .unwrap_or(f32::INFINITY);
     if distance > state.engine().tolerance() {
         tracing::warn!(event = "enroll_mismatch", user_id = %user, "enrolment photo does not match the account");
         return Err(ApiError::FaceMismatch);
     }
-    let face_id = users::add_face(state.db(), user, embedding, state.engine().model_version())
-        .await?
-        .ok_or(ApiError::TooManyFaces(users::MAX_FACES_PER_USER))?;
+    let face_id = users::add_face(
+        state.db(),
+        user,
+        embedding,
+        state.engine().model_version(),
+        RECOGNITION_NETWORK,
+    )
+    .await?
+    .ok_or(ApiError::TooManyFaces(users::MAX_FACES_PER_USER))?;
     let face_count = users::face_count(state.db(), user).await?;
     Ok(FaceEnrolled {
         face_id,
@@ -791,9 +814,14 @@ async fn prove_owner(
             let template = state
                 .templates()
                 .protect(analysis.face.embedding.as_slice());
-            let distance = users::distance_to_user(state.db(), user.id, template.as_slice())
-                .await?
-                .unwrap_or(f32::INFINITY);
+            let distance = users::distance_to_user(
+                state.db(),
+                user.id,
+                template.as_slice(),
+                RECOGNITION_NETWORK,
+            )
+            .await?
+            .unwrap_or(f32::INFINITY);
             let liveness = analysis.liveness.map(|l| l.score);
             (
                 distance <= state.engine().tolerance(),
@@ -861,4 +889,21 @@ pub async fn housekeeping(state: &AppState) -> Result<(), StoreError> {
 /// A stored user as the API shows it at `now`.
 pub fn user_out(row: UserRow, now: DateTime<Utc>) -> UserOut {
     UserOut::from_row(row, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_name_follows_the_loaded_model() {
+        assert_eq!(
+            RECOGNITION_NETWORK,
+            format!(
+                "{}/{}",
+                crate::face::models::RECOGNITION_SOURCE,
+                crate::face::embed::DIM
+            )
+        );
+    }
 }

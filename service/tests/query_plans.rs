@@ -61,7 +61,14 @@ async fn searches_and_admin_queries_use_their_indexes() {
     .unwrap();
 
     let probe = format!("'[{}]'::vector", vec!["0.01"; 128].join(","));
-    let nearest = plan(&t, &NEAREST_SQL.replace("$1", &probe).replace("$2", "10")).await;
+    let nearest = plan(
+        &t,
+        &NEAREST_SQL
+            .replace("$1", &probe)
+            .replace("$2", "10")
+            .replace("$3", "'face-api-resnet128@1.7.15/128'"),
+    )
+    .await;
     assert!(
         nearest.contains("Index Scan using face_embeddings_hnsw_idx"),
         "1:N search does not use HNSW:\n{nearest}"

@@ -200,3 +200,38 @@ async fn a_schema_recorded_before_the_matrix_fingerprint_is_upgraded_once() {
         KeyCheck::Mismatch(_)
     ));
 }
+
+#[tokio::test]
+async fn templates_of_another_network_are_never_compared() {
+    let t = Tenant::new(&[]).await;
+    let reg = t
+        .register("powell", &face("genuine/colin_powell_1.jpg"), IP)
+        .await;
+    reg.expect(201);
+    let network: String = sqlx::query_scalar("SELECT network FROM face_embeddings")
+        .fetch_one(t.state.db())
+        .await
+        .unwrap();
+    assert_eq!(network, faceid_service::flows::RECOGNITION_NETWORK);
+    // As if the account had been enrolled by another network.
+    sqlx::query("UPDATE face_embeddings SET network = 'another-net/512'")
+        .execute(t.state.db())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET network = 'another-net/512'")
+        .execute(t.state.db())
+        .await
+        .unwrap();
+    let same_photo = face("genuine/colin_powell_1.jpg");
+    t.login(&same_photo, None, IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    t.login(&same_photo, Some("powell"), IP)
+        .await
+        .expect_error(401, "face_not_recognized");
+    t.enrol(&reg.access_token(), &same_photo, IP)
+        .await
+        .expect_error(400, "face_mismatch");
+    // The face is no duplicate of a template it cannot be compared with.
+    t.register("powell2", &same_photo, IP).await.expect(201);
+}

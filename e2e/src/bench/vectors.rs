@@ -732,11 +732,14 @@ async fn size_run(
     r.impostor_p50 = percentile(&imp_d, 50.0);
     drop(gallery);
 
-    // The service's query, on one connection, at each ef_search.
+    // The service's query (`store::users::NEAREST_SQL`, with its network filter: every
+    // loaded row carries the column's default, today's network), on one connection, at
+    // each ef_search.
     let query = format!(
         "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance \
          FROM {s}.face_embeddings f JOIN {s}.users u ON u.id = f.user_id \
-         WHERE u.is_active ORDER BY f.embedding <-> $1 LIMIT 10"
+         WHERE u.is_active AND f.network = 'face-api-resnet128@1.7.15/128' \
+         ORDER BY f.embedding <-> $1 LIMIT 11"
     );
     let mut conn = pool.acquire().await?;
     sqlx::query("SET hnsw.iterative_scan = relaxed_order")

@@ -53,6 +53,8 @@ pub struct NewUser<'a> {
     pub embedding: &'a [f32],
     /// Model that produced it.
     pub model_version: &'a str,
+    /// The recognition network and dimension (see [`crate::flows::RECOGNITION_NETWORK`]).
+    pub network: &'a str,
 }
 
 /// Which unique field, if any, an existing user already holds.
@@ -105,9 +107,10 @@ pub async fn create(
         .await?;
         let nearest: Option<(Uuid, f64)> = sqlx::query_as(
             "SELECT user_id, (embedding <-> $1)::float8 FROM face_embeddings
-             ORDER BY embedding <-> $1 LIMIT 1",
+             WHERE network = $2 ORDER BY embedding <-> $1 LIMIT 1",
         )
         .bind(&vector)
+        .bind(new.network)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((user_id, distance)) = nearest
@@ -120,8 +123,8 @@ pub async fn create(
         }
     }
     let user: UserRow = sqlx::query_as(&format!(
-        "INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
+        "INSERT INTO users (id, username, email, password_hash, face_embedding, model_version, network)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
     ))
     .bind(id)
     .bind(new.username)
@@ -129,15 +132,18 @@ pub async fn create(
     .bind(new.password_hash)
     .bind(&vector)
     .bind(new.model_version)
+    .bind(new.network)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO face_embeddings (id, user_id, embedding, model_version) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO face_embeddings (id, user_id, embedding, model_version, network)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(Uuid::new_v4())
     .bind(id)
     .bind(&vector)
     .bind(new.model_version)
+    .bind(new.network)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -164,11 +170,12 @@ pub async fn by_username(pool: &PgPool, username: &str) -> StoreResult<Option<Us
     .await?)
 }
 
-/// The 1:N search: nearest templates of active users. Walks the HNSW index in distance
-/// order and joins each row to its user by primary key (tested with `EXPLAIN`).
+/// The 1:N search: nearest templates of active users made by network `$3`. Walks the
+/// HNSW index in distance order and joins each row to its user by primary key (tested
+/// with `EXPLAIN`).
 pub const NEAREST_SQL: &str = "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
      FROM face_embeddings f JOIN users u ON u.id = f.user_id
-     WHERE u.is_active
+     WHERE u.is_active AND f.network = $3
      ORDER BY f.embedding <-> $1
      LIMIT $2";
 
@@ -177,10 +184,16 @@ pub const NEAREST_SQL: &str = "SELECT f.user_id, (f.embedding <-> $1)::float8 AS
 /// The search breadth and pgvector 0.8's iterative index scan (which keeps the scan going
 /// when the join filter drops rows, so inactive users do not starve the result) are
 /// settings of the pool's connections (`store::db::connect_lazy`).
-pub async fn nearest(pool: &PgPool, embedding: &[f32], limit: i64) -> StoreResult<Vec<Candidate>> {
+pub async fn nearest(
+    pool: &PgPool,
+    embedding: &[f32],
+    limit: i64,
+    network: &str,
+) -> StoreResult<Vec<Candidate>> {
     let rows: Vec<(Uuid, f64)> = sqlx::query_as(NEAREST_SQL)
         .bind(Vector::from(embedding.to_vec()))
         .bind(limit)
+        .bind(network)
         .fetch_all(pool)
         .await?;
     Ok(rows
@@ -233,36 +246,43 @@ impl GalleryCount {
     }
 }
 
-/// Distance from `embedding` to the nearest template of one user (1:1 verification).
+/// Distance from `embedding` to the nearest template of one user made by `network`
+/// (1:1 verification); `None` when the user has none.
 pub async fn distance_to_user(
     pool: &PgPool,
     user: Uuid,
     embedding: &[f32],
+    network: &str,
 ) -> StoreResult<Option<f32>> {
     let d: Option<f64> = sqlx::query_scalar(
-        "SELECT min(embedding <-> $2)::float8 FROM face_embeddings WHERE user_id = $1",
+        "SELECT min(embedding <-> $2)::float8 FROM face_embeddings WHERE user_id = $1 AND network = $3",
     )
     .bind(user)
     .bind(Vector::from(embedding.to_vec()))
+    .bind(network)
     .fetch_one(pool)
     .await?;
     Ok(d.map(|d| d as f32))
 }
 
 /// Distance from `embedding` to a user's registration template (the first enrolment,
-/// `users.face_embedding`), the anchor every later enrolment must match.
+/// `users.face_embedding`), the anchor every later enrolment must match; `None` when the
+/// user does not exist or registered with another network.
 pub async fn distance_to_registration(
     pool: &PgPool,
     user: Uuid,
     embedding: &[f32],
+    network: &str,
 ) -> StoreResult<Option<f32>> {
-    let d: Option<f64> =
-        sqlx::query_scalar("SELECT (face_embedding <-> $2)::float8 FROM users WHERE id = $1")
-            .bind(user)
-            .bind(Vector::from(embedding.to_vec()))
-            .fetch_optional(pool)
-            .await?;
-    Ok(d.map(|d| d as f32))
+    let d: Option<Option<f64>> = sqlx::query_scalar(
+        "SELECT CASE WHEN network = $3 THEN (face_embedding <-> $2)::float8 END FROM users WHERE id = $1",
+    )
+    .bind(user)
+    .bind(Vector::from(embedding.to_vec()))
+    .bind(network)
+    .fetch_optional(pool)
+    .await?;
+    Ok(d.flatten().map(|d| d as f32))
 }
 
 /// Adds a template to a user, unless the user already has [`MAX_FACES_PER_USER`].
@@ -272,6 +292,7 @@ pub async fn add_face(
     user: Uuid,
     embedding: &[f32],
     model_version: &str,
+    network: &str,
 ) -> StoreResult<Option<Uuid>> {
     let mut tx = pool.begin().await?;
     // Lock the user row so concurrent enrolments count correctly.
@@ -288,12 +309,14 @@ pub async fn add_face(
     }
     let id = Uuid::new_v4();
     sqlx::query(
-        "INSERT INTO face_embeddings (id, user_id, embedding, model_version) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO face_embeddings (id, user_id, embedding, model_version, network)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id)
     .bind(user)
     .bind(Vector::from(embedding.to_vec()))
     .bind(model_version)
+    .bind(network)
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE users SET updated_at = now() WHERE id = $1")
