@@ -43,9 +43,9 @@ async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             let mut buf = [0u8; 256];
-            match tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => break,
-                _ => {}
+            let read = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                break;
             }
             if started.elapsed() > Duration::from_secs(10) {
                 break;
