@@ -136,6 +136,13 @@ fn vectors_smoke() {
     assert!(out.contains("real (calibration)"), "{out}");
     // the synthetic identities reproduce the calibrated distances roughly
     assert!(out.contains("**Targets at N = 300:**"), "{out}");
+    // the face-only decision table, at the shipped and the stricter tolerance
+    assert!(
+        out.contains("**Face-only login against gallery size**"),
+        "{out}"
+    );
+    assert!(out.contains("| 300 | 0.6 | "), "{out}");
+    assert!(out.contains("| 300 | 0.5 | "), "{out}");
 }
 
 #[test]

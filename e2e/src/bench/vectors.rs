@@ -487,6 +487,55 @@ pub fn exact_top2(gallery: &[f32], probes: &[[f32; DIM]]) -> Vec<[(usize, f32); 
     out
 }
 
+// ---------------------------------------------------------------- the face decision
+
+/// Tolerances the identification table reports: the shipped one and a stricter one.
+pub const DECISION_TOLERANCES: [f32; 2] = [0.6, 0.5];
+/// The service's default `MATCH_AMBIGUITY_MARGIN`.
+const MARGIN: f32 = 0.05;
+
+/// The service's 1:N decision (`domain::matching::decide`) on an exact top 2 of squared
+/// distances, one gallery row per identity: the nearest identity, unless it is beyond the
+/// tolerance or a second identity within the tolerance is within the margin of it.
+pub fn decide(top: &[(usize, f32); 2], tolerance: f32) -> Option<usize> {
+    let (best, d0) = (top[0].0, top[0].1.sqrt());
+    let d1 = top[1].1.sqrt();
+    if d0 > tolerance || (d1 <= tolerance && d1 - d0 < MARGIN) {
+        None
+    } else {
+        Some(best)
+    }
+}
+
+/// (tolerance, identification rate, FPIR) for genuine probes of `probe_ids` and for
+/// strangers' probes, from their exact top 2.
+fn decisions(
+    genuine: &[[(usize, f32); 2]],
+    probe_ids: &[usize],
+    strangers: &[[(usize, f32); 2]],
+) -> Vec<(f32, f64, f64)> {
+    let rate = |hits: usize, n: usize| hits as f64 / n.max(1) as f64;
+    DECISION_TOLERANCES
+        .iter()
+        .map(|&t| {
+            let identified = genuine
+                .iter()
+                .zip(probe_ids)
+                .filter(|(top, id)| decide(top, t) == Some(**id))
+                .count();
+            let let_in = strangers
+                .iter()
+                .filter(|top| decide(top, t).is_some())
+                .count();
+            (
+                t,
+                rate(identified, genuine.len()),
+                rate(let_in, strangers.len()),
+            )
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- the run
 
 /// The numbers of one gallery size.
@@ -512,6 +561,10 @@ pub struct SizeResult {
     pub sql_exact: (usize, f64, f64, f64),
     /// Exact top-1 is the probe's own identity.
     pub identification: f64,
+    /// The service's decision on exact search, per tolerance of [`DECISION_TOLERANCES`]:
+    /// (tolerance, genuine probes identified as their own identity, strangers' probes
+    /// taken for somebody).
+    pub decisions: Vec<(f32, f64, f64)>,
     /// Probe to own enrolled template, p50; probe to nearest other identity, p50.
     pub genuine_p50: f64,
     /// Nearest other identity's distance, p50.
@@ -722,6 +775,11 @@ async fn size_run(
         let other = if top[0].0 == pid { top[1] } else { top[0] };
         imp_d.push(f64::from(other.1).sqrt());
     }
+    // Strangers: second captures of identities that were never enrolled.
+    let strangers: Vec<[f32; DIM]> = (0..opts.probes)
+        .map(|k| model.capture(opts.seed, (n + k) as u64, 1))
+        .collect();
+    r.decisions = decisions(&exact2, &probe_ids, &exact_top2(&gallery, &strangers));
     r.identification = exact
         .iter()
         .zip(&probe_ids)
@@ -946,7 +1004,7 @@ fn report(
          definition (`hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)`) \
          rebuilt{} with `maintenance_work_mem = {}` (the server's `max_parallel_maintenance_workers`). \
          Query = the service's 1:N query (`face_embeddings JOIN users WHERE is_active ORDER BY \
-         embedding <-> $1 LIMIT 10`, `hnsw.iterative_scan = relaxed_order`), client round trip \
+         embedding <-> $1 LIMIT 11` restricted to the service's network, `hnsw.iterative_scan = relaxed_order`), client round trip \
          on one connection (sqlx, prepared, binary vector), sequential, after 100 warm-up \
          queries per ef. {} probes per size. Recall@1 = the query's nearest user is the exact \
          nearest (brute force over the generated vectors in this process; checked against \
@@ -1030,6 +1088,25 @@ fn report(
             f(r.impostor_p50, 3)
         );
     }
+    let _ = writeln!(
+        out,
+        "\n**Face-only login against gallery size** (exact search, the service's rule: \
+         tolerance, then margin {MARGIN} between identities; {} genuine probes and {} probes \
+         of never-enrolled identities per size):\n\n\
+         | N | tolerance | identification (right person) | FPIR (stranger taken for somebody) |\n|---|---|---|---|",
+        opts.probes, opts.probes
+    );
+    for r in results {
+        for (t, identified, fpir) in &r.decisions {
+            let _ = writeln!(
+                out,
+                "| {} | {t} | {} | {} |",
+                r.n,
+                f(*identified, 3),
+                f(*fpir, 4)
+            );
+        }
+    }
     let base = results
         .first()
         .and_then(|r| r.login.as_ref())
@@ -1084,4 +1161,27 @@ fn report(
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_follows_the_services_rule() {
+        // Squared distances: 0.4^2, 0.7^2 -> the nearest; beyond the tolerance -> nobody.
+        assert_eq!(decide(&[(3, 0.16), (5, 0.49)], 0.6), Some(3));
+        assert_eq!(decide(&[(3, 0.49), (5, 0.64)], 0.6), None);
+        // A rival within the margin, both within the tolerance: ambiguous.
+        assert_eq!(decide(&[(3, 0.16), (5, 0.1764)], 0.6), None);
+        // The same rival beyond a stricter tolerance is no rival.
+        assert_eq!(decide(&[(3, 0.16), (5, 0.1764)], 0.41), Some(3));
+        let d = decisions(
+            &[[(0, 0.09), (1, 0.81)], [(1, 0.81), (2, 0.9)]],
+            &[0, 2],
+            &[[(4, 0.25), (6, 0.81)], [(4, 0.64), (6, 0.81)]],
+        );
+        // 0.6: one genuine identified, one stranger (0.5 away) let in; 0.5: same.
+        assert_eq!(d, vec![(0.6, 0.5, 0.5), (0.5, 0.5, 0.5)]);
+    }
 }
