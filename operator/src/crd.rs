@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -473,6 +475,25 @@ pub struct WorkloadSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/[^\x00]{0,254}$"))]
     pub models_dir: Option<String>,
+    /// Secrets for pulling the image from a private registry (the pods'
+    /// `imagePullSecrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Node labels the pods must run on (the pods' `nodeSelector`), e.g. nodes with
+    /// AVX-512 VNNI for the int8 network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (the pods' `tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// How the pods spread over zones or nodes (the pods' `topologySpreadConstraints`).
+    /// Empty: spread across nodes where possible (`kubernetes.io/hostname`, max skew 1,
+    /// `ScheduleAnyway`), so one node's loss takes at most its share of the replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 }
 
 fn default_replicas() -> i32 {
@@ -488,6 +509,10 @@ impl Default for WorkloadSpec {
             resources: None,
             pod_annotations: BTreeMap::new(),
             models_dir: None,
+            image_pull_secrets: Vec::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            topology_spread_constraints: Vec::new(),
         }
     }
 }

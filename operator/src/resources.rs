@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -258,6 +259,7 @@ pub fn default_resources() -> ResourceRequirements {
 /// The service's Deployment.
 pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
     let spec = &tenant.spec;
+    let w = &spec.workload;
     let mut env = vec![
         secret_env("DATABASE_URL", &secret_name(tenant), keys::DATABASE_URL),
         secret_env("SECRET_KEY", &secret_name(tenant), keys::SECRET_KEY),
@@ -364,6 +366,10 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
+                    image_pull_secrets: non_empty(w.image_pull_secrets.clone()),
+                    node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
+                    tolerations: non_empty(w.tolerations.clone()),
+                    topology_spread_constraints: Some(spread(tenant)),
                     volumes: Some(vec![Volume {
                         name: "tmp".to_owned(),
                         empty_dir: Some(EmptyDirVolumeSource {
@@ -379,6 +385,29 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// The spec's spread constraints, or by default across nodes where possible (a soft
+/// constraint: a one-node cluster still schedules every replica).
+fn spread(tenant: &FaceIdTenant) -> Vec<TopologySpreadConstraint> {
+    let given = &tenant.spec.workload.topology_spread_constraints;
+    if !given.is_empty() {
+        return given.clone();
+    }
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(tenant)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
 }
 
 /// The ClusterIP Service (port 80 to the pods' `http` port).
@@ -697,6 +726,48 @@ mod tests {
         names.sort();
         let env = render_env(&t, &inputs(Some("redis://r:6379/0")).secrets);
         assert_eq!(names, env.keys().cloned().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn scheduling_settings_reach_the_pods() {
+        let pod = |t: &FaceIdTenant| {
+            build(t, &inputs(None))
+                .deployment
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        // Defaults: nothing set, spread softly across nodes.
+        let p = pod(&minimal());
+        assert!(p.image_pull_secrets.is_none() && p.node_selector.is_none());
+        assert!(p.tolerations.is_none());
+        let spread = p.topology_spread_constraints.unwrap();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+        assert_eq!(
+            spread[0].label_selector.as_ref().unwrap().match_labels,
+            Some(selector_labels(&minimal()))
+        );
+        // Given in the spec: passed through as written.
+        let t = example(
+            "apiVersion: faceid.dev/v1alpha1\nkind: FaceIdTenant\nmetadata: {name: acme}\n\
+             spec:\n  database: {connectionSecretRef: {name: pg}, schema: acme}\n  workload:\n\
+             \x20   imagePullSecrets: [{name: regcred}]\n\
+             \x20   nodeSelector: {faceid.dev/vnni: \"true\"}\n\
+             \x20   tolerations: [{key: dedicated, operator: Equal, value: faceid, effect: NoSchedule}]\n\
+             \x20   topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]\n",
+        );
+        let p = pod(&t);
+        assert_eq!(p.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(p.node_selector.unwrap()["faceid.dev/vnni"], "true");
+        assert_eq!(p.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(
+            p.topology_spread_constraints.unwrap()[0].topology_key,
+            "topology.kubernetes.io/zone"
+        );
     }
 
     #[test]
