@@ -191,6 +191,7 @@ mod tests {
                 redis: None,
                 cors_origins: vec![],
                 trusted_proxy_hops: 0,
+                network_policy: Default::default(),
                 workload: Default::default(),
             },
         );

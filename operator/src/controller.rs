@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
@@ -850,10 +851,24 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
         }
     }
     server_side_apply(
-        &Api::<PodDisruptionBudget>::namespaced(client, &ns),
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
         &desired.disruption_budget,
     )
     .await?;
+    let policy_api = Api::<NetworkPolicy>::namespaced(client, &ns);
+    match &desired.network_policy {
+        Some(policy) => {
+            server_side_apply(&policy_api, policy).await?;
+        }
+        None => {
+            let name = resources::workload_name(tenant);
+            if let Some(old) = policy_api.get_opt(&name).await?
+                && is_controlled_by(old.owner_references(), tenant)
+            {
+                policy_api.delete(&name, &Default::default()).await?;
+            }
+        }
+    }
 
     // Status.
     workload_condition(&mut status, tenant, &deployment, now);
@@ -1103,6 +1118,7 @@ pub async fn run(
         Api::<PodDisruptionBudget>::all(client.clone()),
         managed.clone(),
     )
+    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
     .owns(Api::<HorizontalPodAutoscaler>::all(client), managed)
     .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
     .graceful_shutdown_on(shutdown)

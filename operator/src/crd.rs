@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,9 @@ pub struct FaceIdTenantSpec {
     /// on its own (correct for one replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// The NetworkPolicy of the tenant's pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Proxies in front of the service that append to `X-Forwarded-For`
     /// (`TRUSTED_PROXY_HOPS`): 1 behind one ingress controller. The client address that
     /// rate limits and lockouts count is then the one the outermost trusted proxy saw;
@@ -250,6 +254,31 @@ pub struct RecognitionSpec {
     /// face would make face-only login pick either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_duplicate_faces: Option<bool>,
+}
+
+/// Which traffic reaches the tenant's pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create a NetworkPolicy that admits only the service's HTTP port (8000) to the
+    /// pods; every other inbound connection is dropped (where the cluster's network
+    /// plugin enforces NetworkPolicies).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may reach the HTTP port (NetworkPolicy peers, e.g. the ingress controller's
+    /// namespace). Empty: any source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub ingress_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ingress_from: Vec::new(),
+        }
+    }
 }
 
 /// Login rules (docs/OPERATOR.md, "Sizing face-only login").

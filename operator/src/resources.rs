@@ -18,6 +18,9 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
     VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -134,6 +137,8 @@ pub struct Desired {
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     /// Disruption budget (at most one pod down at a time).
     pub disruption_budget: PodDisruptionBudget,
+    /// Inbound traffic to the pods: the HTTP port only; `None` when disabled.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
@@ -167,6 +172,7 @@ pub fn build(tenant: &FaceIdTenant, inputs: &Inputs) -> Desired {
         service: service(tenant),
         autoscaler: autoscaler(tenant),
         disruption_budget: disruption_budget(tenant),
+        network_policy: network_policy(tenant),
     }
 }
 
@@ -408,6 +414,35 @@ fn spread(tenant: &FaceIdTenant) -> Vec<TopologySpreadConstraint> {
         }),
         ..TopologySpreadConstraint::default()
     }]
+}
+
+/// The pods' NetworkPolicy: inbound TCP to the `http` port only, from
+/// `spec.networkPolicy.ingressFrom` (any source when empty); nothing about egress (the
+/// database and Redis may be anywhere).
+pub fn network_policy(tenant: &FaceIdTenant) -> Option<NetworkPolicy> {
+    let spec = &tenant.spec.network_policy;
+    if !spec.enabled {
+        return None;
+    }
+    Some(NetworkPolicy {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(tenant)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::String("http".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    ..NetworkPolicyPort::default()
+                }]),
+                from: non_empty(spec.ingress_from.clone()),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    })
 }
 
 /// The ClusterIP Service (port 80 to the pods' `http` port).
@@ -726,6 +761,27 @@ mod tests {
         names.sort();
         let env = render_env(&t, &inputs(Some("redis://r:6379/0")).secrets);
         assert_eq!(names, env.keys().cloned().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_network_policy_admits_only_the_http_port() {
+        let t = minimal();
+        let policy = build(&t, &inputs(None)).network_policy.unwrap();
+        let spec = policy.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels,
+            Some(selector_labels(&t))
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        let rules = spec.ingress.unwrap();
+        assert_eq!(rules.len(), 1);
+        let port = &rules[0].ports.as_ref().unwrap()[0];
+        assert_eq!(port.port, Some(IntOrString::String("http".to_owned())));
+        assert!(rules[0].from.is_none(), "any source by default");
+        assert!(policy.metadata.owner_references.is_some());
+        let mut off = minimal();
+        off.spec.network_policy.enabled = false;
+        assert!(build(&off, &inputs(None)).network_policy.is_none());
     }
 
     #[test]

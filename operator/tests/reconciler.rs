@@ -419,6 +419,7 @@ fn path(kind: &str, name: &str) -> String {
         "Deployment" => ("/apis/apps/v1", "deployments"),
         "HorizontalPodAutoscaler" => ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
         "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets"),
+        "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),
         "FaceIdTenant" => ("/apis/faceid.dev/v1alpha1", "faceidtenants"),
         other => panic!("{other}"),
     };
@@ -464,6 +465,11 @@ fn full_pass(own: Option<Secret>, deployment: Reply, with_status: bool) -> Vec<C
         call(
             "PATCH",
             path("PodDisruptionBudget", "acme"),
+            Reply::Echo(json!({})),
+        ),
+        call(
+            "PATCH",
+            path("NetworkPolicy", "acme"),
             Reply::Echo(json!({})),
         ),
     ];
