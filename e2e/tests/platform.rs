@@ -238,14 +238,14 @@ async fn two_tenants_on_one_platform() {
         }
         if let Some(tokens) = tokens {
             let (_, v, _) = api
-                .login(photo("genuine/george_w_bush_2.jpg"), Some("bush"))
+                .login(photo("genuine/george_w_bush_3.jpg"), Some("bush"))
                 .await;
             tokens.insert("bush", v["access_token"].as_str().unwrap().to_owned());
         }
     }
     // An enrolled person at the other tenant, and someone never enrolled.
     let (s, v, _) = api_b
-        .login(photo("genuine/george_w_bush_2.jpg"), None)
+        .login(photo("genuine/george_w_bush_3.jpg"), None)
         .await;
     assert_eq!(s, 401, "{v}");
     let (s, v, _) = api_a.login(photo("genuine/tony_blair_1.jpg"), None).await;

@@ -126,7 +126,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_loses_nothing() {
 
     // After the signal new connections are refused, never answered 5xx.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let late = register(&client, &url, "late", photo("george_w_bush_2.jpg")).await;
+    let late = register(&client, &url, "late", photo("george_w_bush_3.jpg")).await;
     match &late {
         Ok(status) => assert!(*status < 500, "a request after SIGTERM got {status}"),
         Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),

@@ -167,15 +167,7 @@ pub async fn rate_limit(state: &AppState, limit: Limit, client: &Client) -> ApiR
             tracing::warn!(event = "rate_limited", endpoint, client_ip = %client.ip, "rate limit exceeded");
             // One fraud-record row per client and window: a burst writes no row per request.
             if limit == Limit::Login && decision.first_refusal {
-                let attempt = NewAttempt {
-                    user_id: None,
-                    ip: client.ip.clone(),
-                    client_key: client.key.clone(),
-                    user_agent: client.user_agent.clone(),
-                    reason: FailureReason::RateLimit,
-                    confidence: None,
-                    liveness: None,
-                };
+                let attempt = failed_attempt(client, None, FailureReason::RateLimit, None, None);
                 record_failure(state, &attempt).await;
                 state
                     .metrics()
@@ -341,15 +333,13 @@ async fn register_inner(
     }
     let analysis = analyze(state, input.image, Purpose::Enroll).await?;
     if is_spoof(analysis.liveness.as_ref()) {
-        let attempt = NewAttempt {
-            user_id: None,
-            ip: client.ip.clone(),
-            client_key: client.key.clone(),
-            user_agent: client.user_agent.clone(),
-            reason: FailureReason::LivenessFailed,
-            confidence: None,
-            liveness: analysis.liveness.as_ref().map(|l| l.score),
-        };
+        let attempt = failed_attempt(
+            client,
+            None,
+            FailureReason::LivenessFailed,
+            None,
+            analysis.liveness.as_ref().map(|l| l.score),
+        );
         record_failure(state, &attempt).await;
         tracing::warn!(event = "spoof_detected", flow = "register", client_ip = %client.ip, "registration refused by liveness");
         return Err(ApiError::SpoofDetected);
@@ -395,15 +385,13 @@ async fn register_inner(
 /// Records a registration refused because its face is enrolled under `existing`, as a
 /// fraud signal against that account (it never counts towards the account's lockout).
 async fn record_duplicate_face(state: &AppState, client: &Client, existing: Candidate) {
-    let attempt = NewAttempt {
-        user_id: Some(existing.user_id),
-        ip: client.ip.clone(),
-        client_key: client.key.clone(),
-        user_agent: client.user_agent.clone(),
-        reason: FailureReason::DuplicateFace,
-        confidence: Some(matching::confidence_score(existing.distance)),
-        liveness: None,
-    };
+    let attempt = failed_attempt(
+        client,
+        Some(existing.user_id),
+        FailureReason::DuplicateFace,
+        Some(matching::confidence_score(existing.distance)),
+        None,
+    );
     record_failure(state, &attempt).await;
     tracing::warn!(event = "duplicate_face", existing_user_id = %existing.user_id, client_ip = %client.ip, "registration refused: the face is enrolled under another account");
 }
@@ -434,7 +422,45 @@ async fn login_inner(
     username: Option<&str>,
     image: Bytes,
 ) -> ApiResult<LoggedIn> {
-    let failure = |user_id, reason, confidence: Option<f32>, liveness: Option<f32>| NewAttempt {
+    let claimed = claim(state, client, username).await?;
+    let analysis = analyze_probe(state, client, claimed.as_ref(), image).await?;
+    let liveness = analysis.liveness.as_ref().map(|l| l.score);
+    // Stored templates are protected; the probe is protected the same way (distances
+    // are preserved).
+    let template = state
+        .templates()
+        .protect(analysis.face.embedding.as_slice());
+    let (user, outcome) = find_owner(state, claimed.as_ref(), template.as_slice()).await?;
+    // A spoof is refused whoever it resembles; the resembled account counts the failure.
+    if is_spoof(analysis.liveness.as_ref()) {
+        let confidence = match outcome {
+            MatchOutcome::Matched { confidence, .. } => Some(confidence),
+            _ => None,
+        };
+        let target = confidence.and(user.as_ref().map(|u| u.id));
+        let attempt = failed_attempt(
+            client,
+            target,
+            FailureReason::LivenessFailed,
+            confidence,
+            liveness,
+        );
+        record_failure(state, &attempt).await;
+        tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
+        return Err(ApiError::LivenessFailed);
+    }
+    conclude_login(state, client, user, outcome, liveness).await
+}
+
+/// A failed attempt of `client`, for the fraud record and the lockout.
+fn failed_attempt(
+    client: &Client,
+    user_id: Option<Uuid>,
+    reason: FailureReason,
+    confidence: Option<f32>,
+    liveness: Option<f32>,
+) -> NewAttempt {
+    NewAttempt {
         user_id,
         ip: client.ip.clone(),
         client_key: client.key.clone(),
@@ -442,48 +468,64 @@ async fn login_inner(
         reason,
         confidence,
         liveness,
-    };
-    // The tenant's login mode, and for face-only logins the gallery's size, decide
-    // before any work whether this kind of login is open at all.
+    }
+}
+
+/// The account a login claims: `None` for face-only (1:N), `Some(None)` for an unknown
+/// username, `Some(Some(user))` for 1:1. The tenant's login mode, and for face-only
+/// logins the gallery's size, decide first whether this kind of login is open at all;
+/// a locked account, or a client locked out of it or made to wait, costs no face work.
+async fn claim(
+    state: &AppState,
+    client: &Client,
+    username: Option<&str>,
+) -> ApiResult<Option<Option<UserRow>>> {
     let policy = state.login_policy();
-    let username = match policy.route(username)? {
-        Route::Verify(name) => Some(name),
+    let name = match policy.route(username)? {
+        Route::Verify(name) => name,
         Route::Identify => {
             policy.admit_face_only(state.gallery().get(state.db()).await?)?;
-            None
+            return Ok(None);
         }
     };
-    // 1:1: the claimed account is known up front.
-    let claimed = match username {
-        Some(name) => Some(users::by_username(state.db(), name).await?),
-        None => None,
-    };
-    // A locked account, or a client locked out of it or made to wait, costs no face work.
-    if let Some(Some(user)) = &claimed {
+    let user = users::by_username(state.db(), name).await?;
+    if let Some(user) = &user {
         admit_client(state, client, user).await?;
     }
-    let analysis = match analyze(state, image, Purpose::Identify).await {
-        Ok(a) => a,
-        Err(e) => {
-            let user = claimed.as_ref().and_then(|c| c.as_ref()).map(|u| u.id);
-            if !matches!(e, FaceError::Inference(_)) {
-                record_failure(state, &failure(user, face_failure_reason(&e), None, None)).await;
-            }
-            return Err(e.into());
-        }
-    };
-    let liveness = analysis.liveness.as_ref().map(|l| l.score);
-    // Stored templates are protected; the probe is protected the same way (distances
-    // are preserved).
-    let template = state
-        .templates()
-        .protect(analysis.face.embedding.as_slice());
-    let embedding = template.as_slice();
-    let tolerance = state.engine().tolerance();
+    Ok(Some(user))
+}
 
-    // Find who the face belongs to.
-    let search_started = Instant::now();
-    let (user, outcome) = match &claimed {
+/// Runs the face engine on a login photo; a photo without one usable face is a failed
+/// attempt (against the claimed account, if any).
+async fn analyze_probe(
+    state: &AppState,
+    client: &Client,
+    claimed: Option<&Option<UserRow>>,
+    image: Bytes,
+) -> ApiResult<Analysis> {
+    match analyze(state, image, Purpose::Identify).await {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            if !matches!(e, FaceError::Inference(_)) {
+                let user = claimed.and_then(|c| c.as_ref()).map(|u| u.id);
+                let attempt = failed_attempt(client, user, face_failure_reason(&e), None, None);
+                record_failure(state, &attempt).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Who the probe belongs to: 1:1 against the claimed account, or 1:N over the gallery
+/// (the tenant's `HNSW_EF_SEARCH` is a setting of every pooled connection).
+async fn find_owner(
+    state: &AppState,
+    claimed: Option<&Option<UserRow>>,
+    embedding: &[f32],
+) -> ApiResult<(Option<UserRow>, MatchOutcome)> {
+    let tolerance = state.engine().tolerance();
+    let started = Instant::now();
+    let found = match claimed {
         Some(None) => (
             None,
             MatchOutcome::NoMatch {
@@ -504,7 +546,6 @@ async fn login_inner(
             (Some(user.clone()), outcome)
         }
         None => {
-            // The tenant's `HNSW_EF_SEARCH` is a setting of every pooled connection.
             let candidates = users::nearest(
                 state.db(),
                 embedding,
@@ -512,11 +553,8 @@ async fn login_inner(
                 RECOGNITION_NETWORK,
             )
             .await?;
-            let outcome = matching::decide(
-                &candidates,
-                tolerance,
-                state.config().match_ambiguity_margin,
-            );
+            let margin = state.config().match_ambiguity_margin;
+            let outcome = matching::decide(&candidates, tolerance, margin);
             let user = match outcome {
                 MatchOutcome::Matched { user_id, .. } => users::by_id(state.db(), user_id).await?,
                 _ => None,
@@ -533,86 +571,73 @@ async fn login_inner(
         .metrics()
         .vector_search_duration
         .with_label_values(&[kind])
-        .observe(search_started.elapsed().as_secs_f64());
+        .observe(started.elapsed().as_secs_f64());
+    Ok(found)
+}
 
-    let matched_confidence = match outcome {
-        MatchOutcome::Matched { confidence, .. } => Some(confidence),
-        _ => None,
-    };
-    // A spoof is refused whoever it resembles; the resembled account counts the failure.
-    if is_spoof(analysis.liveness.as_ref()) {
-        let target = matched_confidence.and(user.as_ref().map(|u| u.id));
-        record_failure(
-            state,
-            &failure(
-                target,
-                FailureReason::LivenessFailed,
-                matched_confidence,
-                liveness,
-            ),
-        )
-        .await;
-        tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
-        return Err(ApiError::LivenessFailed);
-    }
-    let now = Utc::now();
-    match outcome {
+/// Turns a live probe's match outcome into tokens, or into the failure it is.
+async fn conclude_login(
+    state: &AppState,
+    client: &Client,
+    user: Option<UserRow>,
+    outcome: MatchOutcome,
+    liveness: Option<f32>,
+) -> ApiResult<LoggedIn> {
+    let (user, confidence) = match outcome {
         MatchOutcome::NoMatch { best_distance } => {
             let target = user.as_ref().map(|u| u.id);
             let confidence = best_distance.map(matching::confidence_score);
-            let locked = record_failure(
-                state,
-                &failure(target, FailureReason::NoMatch, confidence, liveness),
-            )
-            .await;
-            if locked {
+            let attempt =
+                failed_attempt(client, target, FailureReason::NoMatch, confidence, liveness);
+            if record_failure(state, &attempt).await {
                 tracing::warn!(
                     event = "account_locked",
                     "account locked by a failed 1:1 login"
                 );
             }
-            Err(ApiError::NotRecognized)
+            return Err(ApiError::NotRecognized);
         }
         MatchOutcome::Ambiguous { best_distance, .. } => {
             let confidence = Some(matching::confidence_score(best_distance));
-            record_failure(
-                state,
-                &failure(None, FailureReason::AmbiguousMatch, confidence, liveness),
-            )
-            .await;
-            Err(ApiError::AmbiguousMatch)
+            let attempt = failed_attempt(
+                client,
+                None,
+                FailureReason::AmbiguousMatch,
+                confidence,
+                liveness,
+            );
+            record_failure(state, &attempt).await;
+            return Err(ApiError::AmbiguousMatch);
         }
-        MatchOutcome::Matched { confidence, .. } => {
-            let Some(user) = user else {
-                // Deleted between the search and the lookup.
-                return Err(ApiError::NotRecognized);
-            };
-            if !user.is_active {
-                record_failure(
-                    state,
-                    &failure(
-                        Some(user.id),
-                        FailureReason::Inactive,
-                        Some(confidence),
-                        liveness,
-                    ),
-                )
-                .await;
-                return Err(ApiError::Inactive);
-            }
-            // Again after the match: 1:N learns the account only now, and a lock may have
-            // been taken while the face was analysed.
-            admit_client(state, client, &user).await?;
-            let tokens = issue_tokens(state, &user, now).await?;
-            tracing::info!(event = "login_succeeded", user_id = %user.id, confidence, "user logged in");
-            Ok(LoggedIn {
-                tokens,
-                user: UserOut::from_row(user, now),
-                liveness_score: liveness,
-                confidence_score: confidence,
-            })
-        }
+        MatchOutcome::Matched { confidence, .. } => match user {
+            Some(user) => (user, confidence),
+            // Deleted between the search and the lookup.
+            None => return Err(ApiError::NotRecognized),
+        },
+    };
+    if !user.is_active {
+        let attempt = failed_attempt(
+            client,
+            Some(user.id),
+            FailureReason::Inactive,
+            Some(confidence),
+            liveness,
+        );
+        record_failure(state, &attempt).await;
+        return Err(ApiError::Inactive);
     }
+    // Again after the match: 1:N learns the account only now, and a lock may have been
+    // taken while the face was analysed.
+    admit_client(state, client, &user).await?;
+    let now = Utc::now();
+    let tokens = issue_tokens(state, &user, now).await?;
+    tracing::info!(event = "login_succeeded", user_id = %user.id, confidence, "user logged in");
+    Ok(LoggedIn {
+        tokens,
+        user: UserOut::from_row(user, now),
+        liveness_score: liveness,
+        confidence_score: confidence,
+    })
 }
 
 /// Refuses a login attempt on `user` from `client` that the lockout policy does not let
@@ -833,15 +858,7 @@ async fn prove_owner(
     if proven {
         return Ok(());
     }
-    let attempt = NewAttempt {
-        user_id: Some(user.id),
-        ip: client.ip.clone(),
-        client_key: client.key.clone(),
-        user_agent: client.user_agent.clone(),
-        reason,
-        confidence: None,
-        liveness,
-    };
+    let attempt = failed_attempt(client, Some(user.id), reason, None, liveness);
     record_failure(state, &attempt).await;
     tracing::warn!(event = "reauthentication_failed", user_id = %user.id, client_ip = %client.ip, "ownership proof refused");
     Err(ApiError::ReauthenticationFailed)

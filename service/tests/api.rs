@@ -30,7 +30,7 @@ async fn register_then_log_in_with_a_different_photo() {
 
     // 1:N with another photo of the same person.
     let login = t
-        .login(&face("genuine/george_w_bush_2.jpg"), None, IP)
+        .login(&face("genuine/george_w_bush_3.jpg"), None, IP)
         .await;
     login.expect(200);
     assert_eq!(login.user_id(), user);

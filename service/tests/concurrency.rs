@@ -65,7 +65,7 @@ async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
     let photos: Arc<Vec<Vec<u8>>> = Arc::new(
         [
             "genuine/george_w_bush_1.jpg",
-            "genuine/george_w_bush_2.jpg",
+            "genuine/george_w_bush_3.jpg",
             "genuine/colin_powell_1.jpg",
             "genuine/barack_obama_1.jpg",
         ]
@@ -133,7 +133,7 @@ async fn concurrent_registrations_of_one_identity_give_exactly_one_201() {
 async fn failed_logins_at_once(t: &Arc<Tenant>, username: &'static str, n: usize) -> Vec<Reply> {
     let strangers: Arc<Vec<Vec<u8>>> = Arc::new(
         [
-            "genuine/george_w_bush_2.jpg",
+            "genuine/george_w_bush_3.jpg",
             "genuine/tony_blair_1.jpg",
             "genuine/hugo_chavez_2.jpg",
         ]

@@ -216,7 +216,9 @@ fn group_photos_are_refused_for_enrolment() {
 
 #[test]
 fn genuine_photos_mostly_pass_liveness_and_signals_are_bounded() {
-    // measured: 79 of 84 analysed genuine photos pass at 0.7 (BPCER 6%)
+    // measured: 75 of 84 analysed genuine photos pass at 0.7 (BPCER 11%; 79 before
+    // MiniFASNet: it refuses a few ordinary photos the older signals let through, see
+    // docs/FACE_ENGINE.md "Liveness"); the bound is unchanged
     let (mut live, mut total) = (0, 0);
     for p in files("genuine").iter().step_by(2) {
         let Ok(a) = analyze(p, Purpose::Identify, true) else {
@@ -231,6 +233,8 @@ fn genuine_photos_mostly_pass_liveness_and_signals_are_bounded() {
             s.color,
             s.brightness,
             s.model,
+            s.minifasnet_v2,
+            s.minifasnet_v1se,
         ] {
             assert!((0.0..=1.0).contains(&v), "{}: {l:?}", name(p));
         }
@@ -243,6 +247,59 @@ fn genuine_photos_mostly_pass_liveness_and_signals_are_bounded() {
         live as f32 / total as f32 >= 0.85,
         "{live}/{total} genuine photos passed liveness"
     );
+}
+
+/// MiniFASNet's probabilities from `models/parity/minifasnet_eval.py` (the Python port of
+/// the detector box and upstream's crop and resize, models/README.md): file, v2, v1se.
+const MINIFASNET_REFERENCE: [(&str, f32, f32); 7] = [
+    ("spoof/attack/hyperfas_replay_1.png", 0.001, 0.029),
+    ("spoof/attack/sfas_print_1.jpg", 0.002, 0.171),
+    ("spoof/attack/sfas_print_2.jpg", 0.032, 0.468),
+    ("spoof/attack/sfas_print_idphoto_1.jpg", 0.004, 0.001),
+    ("spoof/attack/sfas_replay_1.jpg", 0.005, 0.544),
+    ("spoof/live/sfas_live_1.jpg", 0.986, 0.972),
+    ("spoof/live/sfas_live_3.jpg", 0.954, 0.999),
+];
+
+/// Largest measured difference from [`MINIFASNET_REFERENCE`] on its JPEGs (0.117, V1SE on
+/// `sfas_print_1.jpg`), with a margin.
+const MINIFASNET_JPEG_TOLERANCE: f32 = 0.15;
+
+#[test]
+fn minifasnet_reproduces_the_reference_crop() {
+    for (file, v2, v1se) in MINIFASNET_REFERENCE {
+        let bytes = std::fs::read(faces_dir().join(file)).unwrap();
+        let (l, _) = engine().liveness_blocking(&bytes).unwrap();
+        let s = l.signals;
+        // The reference decoded with libjpeg (Pillow); this service's JPEG decoder differs
+        // by a level or two per pixel, which moves V1SE on a few photos (sfas_print_1 0.17
+        // -> 0.29). Fed Pillow's pixels as PNG, every file here matched within 0.004, so
+        // the crop and the resize are upstream's: PNG is held to that, JPEG looser.
+        let tolerance = if file.ends_with(".png") {
+            0.005
+        } else {
+            MINIFASNET_JPEG_TOLERANCE
+        };
+        assert!(
+            (s.minifasnet_v2 - v2).abs() < tolerance
+                && (s.minifasnet_v1se - v1se).abs() < tolerance,
+            "{file}: {s:?}, reference {v2} / {v1se}"
+        );
+    }
+}
+
+#[test]
+fn sample_attacks_are_refused_and_live_captures_pass() {
+    let threshold = engine().liveness_threshold();
+    assert_eq!(threshold, 0.7, "the default threshold");
+    for (dir, live) in [("spoof/attack", false), ("spoof/live", true)] {
+        for p in files(dir) {
+            let (l, _) = engine()
+                .liveness_blocking(&std::fs::read(&p).unwrap())
+                .unwrap();
+            assert_eq!(l.is_live, live, "{}: {l:?}", name(&p));
+        }
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ const PEOPLE: &[(&str, &str, &str)] = &[
     (
         "george",
         "genuine/george_w_bush_1.jpg",
-        "genuine/george_w_bush_2.jpg",
+        "genuine/george_w_bush_3.jpg",
     ),
     (
         "tony",

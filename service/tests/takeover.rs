@@ -86,7 +86,7 @@ async fn one_face_cannot_open_a_second_account() {
     for i in 0..12 {
         t.register(
             &format!("second{i}"),
-            &face("genuine/george_w_bush_2.jpg"),
+            &face("genuine/george_w_bush_3.jpg"),
             "198.51.100.7",
         )
         .await
@@ -168,7 +168,7 @@ async fn a_stolen_token_cannot_walk_the_face_to_another_person() {
         "the attacker's own photo was enrolled (steps accepted: {accepted:?})"
     );
     // Whatever was enrolled, the attacker's face does not open the account.
-    let probe = face("genuine/george_w_bush_2.jpg");
+    let probe = face("genuine/george_w_bush_3.jpg");
     let r = t.login(&probe, Some("victim"), IP).await;
     assert_eq!(r.status.as_u16(), 401, "{}", r.text);
     // The victim still does.

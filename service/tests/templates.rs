@@ -153,7 +153,7 @@ async fn rekeying_keeps_logins_working_and_checks_the_old_key() {
     login.expect(200);
     assert_eq!(login.json["user"]["username"], "powell");
     after
-        .login(&face("genuine/george_w_bush_2.jpg"), Some("bush"), IP)
+        .login(&face("genuine/george_w_bush_3.jpg"), Some("bush"), IP)
         .await
         .expect(200);
     before

@@ -29,6 +29,8 @@ pub mod flops {
     pub const RECOGNITION: f64 = 0.542e9;
     /// Anti-spoofing net at 128x128.
     pub const ANTI_SPOOF: f64 = 0.200e9;
+    /// Each MiniFASNet (V2, V1SE) at 80x80.
+    pub const MINIFASNET: f64 = 0.082e9;
 }
 
 /// `img` scaled to fit `w x h` and centred on a mid-grey canvas, as a JPEG (quality 90).

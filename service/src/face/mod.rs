@@ -14,14 +14,15 @@
 //! 6. [`embed`]: the dlib ResNet (face-api port), a 128-d vector compared by Euclidean
 //!    distance; the tolerance 0.6 keeps `face_recognition`'s meaning. By default its int8
 //!    version runs where the CPU has VNNI ([`RecognitionPrecision`]).
-//! 7. [`liveness`] (optional): texture, frequency, colour and brightness signals fused with
-//!    the anti-spoofing net into one score in `[0, 1]`.
+//! 7. [`liveness`] (optional): texture, frequency, colour and brightness signals and the
+//!    small anti-spoofing net, combined with the two MiniFASNet networks ([`minifasnet`])
+//!    into one score in `[0, 1]`.
 //!
 //! # Thread model
 //! * One ONNX Runtime environment per process; every model's SHA-256 is checked against
 //!   `models/SHA256SUMS` as compiled into the binary, then each session is built once, at
 //!   [`FaceEngine::load`].
-//! * The engine owns `FACE_POOL_SIZE` *slots*; a slot is a private set of the four
+//! * The engine owns `FACE_POOL_SIZE` *slots*; a slot is a private set of the six
 //!   sessions (ONNX Runtime's `run` needs exclusive access to a session). A request checks
 //!   a slot out for the whole pipeline and returns it, so up to `FACE_POOL_SIZE` images are
 //!   analysed in parallel and no lock is held during inference.
@@ -47,6 +48,7 @@ pub mod eval;
 pub mod identification;
 pub mod landmarks;
 pub mod liveness;
+pub mod minifasnet;
 pub mod models;
 mod pool;
 pub mod quality;

@@ -28,13 +28,19 @@ pub const RECOGNITION_FILE: &str = "face_recognition.onnx";
 pub const RECOGNITION_INT8_FILE: &str = "face_recognition_int8.onnx";
 /// The anti-spoofing model file.
 pub const ANTI_SPOOF_FILE: &str = "anti_spoof.onnx";
+/// MiniFASNetV2 (Silent-Face-Anti-Spoofing, 2.7x crop).
+pub const MINIFASNET_V2_FILE: &str = "anti_spoof_minifasnet_v2.onnx";
+/// MiniFASNetV1SE (Silent-Face-Anti-Spoofing, 4x crop).
+pub const MINIFASNET_V1SE_FILE: &str = "anti_spoof_minifasnet_v1se.onnx";
 /// Every model file in `models/`.
-pub const ALL_FILES: [&str; 5] = [
+pub const ALL_FILES: [&str; 7] = [
     DETECTOR_FILE,
     LANDMARKS_FILE,
     RECOGNITION_FILE,
     RECOGNITION_INT8_FILE,
     ANTI_SPOOF_FILE,
+    MINIFASNET_V2_FILE,
+    MINIFASNET_V1SE_FILE,
 ];
 
 /// Where the recognition weights come from (part of the model version).
@@ -99,13 +105,15 @@ pub fn cpu_has_vnni() -> bool {
 }
 
 /// The files one engine loads, in load order: detector, landmarks, recognition,
-/// anti-spoofing.
-pub fn model_files(precision: RecognitionPrecision) -> [&'static str; 4] {
+/// anti-spoofing, MiniFASNetV2, MiniFASNetV1SE.
+pub fn model_files(precision: RecognitionPrecision) -> [&'static str; 6] {
     [
         DETECTOR_FILE,
         LANDMARKS_FILE,
         precision.file(),
         ANTI_SPOOF_FILE,
+        MINIFASNET_V2_FILE,
+        MINIFASNET_V1SE_FILE,
     ]
 }
 
