@@ -607,23 +607,28 @@ fn detect_faces(
         return Ok(faces);
     }
     // The retries search at a fixed size (see `detect::RETRY_INPUT`): a face the first
-    // pass missed is usually a tight crop, half of the bordered image.
+    // pass missed is usually a tight crop, half of the bordered image. The photo is
+    // scaled down to what the detector will see *before* it is bordered: padding the
+    // full-resolution frame (four times its pixels at a 0.5 border) was most of what a
+    // photo without a face cost, the cheapest load an attacker can send.
+    let retry_side = model.input_size().min(detect::RETRY_INPUT);
     let mut faces = Vec::new();
-    let mut pad = 0.0;
+    let (mut pad, mut scale) = (0.0, 1.0);
     for fraction in detect::RETRY_BORDERS {
-        let (padded, px) = detect::pad_image(img, fraction);
-        faces = detect_once(s, &padded, model.input_size().min(detect::RETRY_INPUT))?;
-        pad = px;
+        let (small, s_scale) = shrink_for_retry(img, fraction, retry_side);
+        let (padded, px) = detect::pad_image(small.as_ref().unwrap_or(img), fraction);
+        faces = detect_once(s, &padded, retry_side)?;
+        (pad, scale) = (px, s_scale);
         if !faces.is_empty() {
             break;
         }
     }
     let (iw, ih) = (img.width() as f32, img.height() as f32);
     for f in &mut faces {
-        let x0 = (f.bbox.x - pad).clamp(0.0, iw);
-        let y0 = (f.bbox.y - pad).clamp(0.0, ih);
-        let x1 = (f.bbox.x + f.bbox.width - pad).clamp(0.0, iw);
-        let y1 = (f.bbox.y + f.bbox.height - pad).clamp(0.0, ih);
+        let x0 = ((f.bbox.x - pad) / scale).clamp(0.0, iw);
+        let y0 = ((f.bbox.y - pad) / scale).clamp(0.0, ih);
+        let x1 = ((f.bbox.x + f.bbox.width - pad) / scale).clamp(0.0, iw);
+        let y1 = ((f.bbox.y + f.bbox.height - pad) / scale).clamp(0.0, ih);
         f.bbox = super::BoundingBox {
             x: x0,
             y: y0,
@@ -633,6 +638,23 @@ fn detect_faces(
     }
     faces.retain(|f| f.bbox.width >= 1.0 && f.bbox.height >= 1.0);
     Ok(faces)
+}
+
+/// `img` scaled so that, bordered by `fraction` of its long side on each side, it is no
+/// larger than the detector's `side`; `None` (and scale 1) when it already is.
+fn shrink_for_retry(img: &RgbImage, fraction: f32, side: usize) -> (Option<RgbImage>, f32) {
+    let long = img.width().max(img.height()) as f32;
+    let target = side as f32 / (1.0 + 2.0 * fraction);
+    if long <= target {
+        return (None, 1.0);
+    }
+    let scale = target / long;
+    let w = ((img.width() as f32 * scale).round() as u32).max(1);
+    let h = ((img.height() as f32 * scale).round() as u32).max(1);
+    (
+        Some(image::imageops::thumbnail(img, w, h)),
+        w as f32 / img.width() as f32,
+    )
 }
 
 /// One detector pass with the input's long side at `long_side` pixels.
