@@ -137,9 +137,9 @@ pub struct ServeArgs {
     pub refresh_token_expire_days: u32,
 
     /// Failed logins from one client (IPv4 address or IPv6 /64) against one account within
-    /// an hour that lock that client out of the account for LOCKOUT_MINUTES; from the
-    /// fourth failure on, the client also waits 1 s, 2 s, 4 s... (at most 60 s) between
-    /// attempts. The owner's own device is not affected (docs/SECURITY.md, "Lockout").
+    /// an hour that lock that client out of the account for LOCKOUT_MINUTES; past three
+    /// tenths of this number (at least 3) the client also waits 1 s, 2 s, 4 s... (at most
+    /// 60 s) between attempts. The owner's own device is not affected (docs/SECURITY.md, "Lockout").
     #[arg(long, env = "MAX_FAILED_LOGIN_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_failed_login_attempts: u32,
 

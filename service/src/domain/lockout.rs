@@ -62,7 +62,8 @@ impl LockoutPolicy {
             max_failures,
             window: Duration::hours(1),
             duration: Duration::minutes(i64::from(lockout_minutes)),
-            free_failures: 3,
+            // 3 at the default 10; a tenant that allows more failures delays later too.
+            free_failures: (max_failures * 3 / 10).max(3),
             max_delay: Duration::seconds(60),
             account_max_failures,
         }
@@ -174,6 +175,13 @@ mod tests {
                 until: last + Duration::seconds(60)
             }
         );
+    }
+
+    #[test]
+    fn the_delay_starts_at_three_tenths_of_the_lockout_budget() {
+        assert_eq!(LockoutPolicy::new(10, 30, 100).free_failures, 3);
+        assert_eq!(LockoutPolicy::new(3, 30, 100).free_failures, 3);
+        assert_eq!(LockoutPolicy::new(1000, 30, 100).free_failures, 300);
     }
 
     #[test]
