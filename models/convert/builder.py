@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import os
+
 from .tfjs_weights import Weight
 
 OPSET = 17
@@ -129,3 +131,16 @@ def tf_same_pads(in_size: int, k: int, s: int) -> tuple:
     out = -(-in_size // s)
     total = max((out - 1) * s + k - in_size, 0)
     return total // 2, total - total // 2
+
+
+def save_model(model: onnx.ModelProto, path: str):
+    """Checks `model`, writes it deterministically (atomically, via a temporary file) and
+    checks the written file."""
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString(deterministic=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    onnx.checker.check_model(path, full_check=True)
+    print(f"  wrote {os.path.basename(path)} ({len(data)} bytes)")

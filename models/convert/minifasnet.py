@@ -46,7 +46,7 @@ import zipfile
 import numpy as np
 import onnx
 
-from .builder import GraphBuilder
+from .builder import GraphBuilder, save_model
 
 UPSTREAM = "minivision-ai/Silent-Face-Anti-Spoofing@b6d5f04ad78778917853b25c778acef6d5626d15"
 SRC_PATH = "resources/anti_spoof_models"
@@ -282,16 +282,6 @@ def build_model(pth: str, arch: str, fname: str, scale: float) -> onnx.ModelProt
     )
 
 
-def _save(model: onnx.ModelProto, path: str):
-    onnx.checker.check_model(model, full_check=True)
-    data = model.SerializeToString(deterministic=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    onnx.checker.check_model(path, full_check=True)
-    print(f"  wrote {os.path.basename(path)} ({len(data)} bytes)")
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
@@ -304,7 +294,7 @@ def main(argv=None):
         got = hashlib.sha256(open(path, "rb").read()).hexdigest()
         if got != sha:
             sys.exit(f"{path}: sha256 {got}, expected {sha}")
-        _save(build_model(path, arch, fname, scale), os.path.join(a.out, fname))
+        save_model(build_model(path, arch, fname, scale), os.path.join(a.out, fname))
     return 0
 
 

@@ -565,6 +565,26 @@ where
         .await?)
 }
 
+/// Applies an optional child (`Some`), or deletes the tenant's own one of that kind when
+/// the spec no longer asks for it (`None`); an object of that name it does not control is
+/// left alone.
+async fn apply_or_remove<K>(api: &Api<K>, tenant: &FaceIdTenant, desired: Option<&K>) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(obj) = desired {
+        server_side_apply(api, obj).await?;
+        return Ok(());
+    }
+    let name = resources::workload_name(tenant);
+    if let Some(old) = api.get_opt(&name).await?
+        && is_controlled_by(old.owner_references(), tenant)
+    {
+        api.delete(&name, &Default::default()).await?;
+    }
+    Ok(())
+}
+
 async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) -> Result<Action> {
     let now = (ctx.now)();
     let generation = tenant.meta().generation;
@@ -836,39 +856,23 @@ async fn apply(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) ->
         &desired.service,
     )
     .await?;
-    let hpa_api = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns);
-    match &desired.autoscaler {
-        Some(hpa) => {
-            server_side_apply(&hpa_api, hpa).await?;
-        }
-        None => {
-            let name = resources::workload_name(tenant);
-            if let Some(old) = hpa_api.get_opt(&name).await?
-                && is_controlled_by(old.owner_references(), tenant)
-            {
-                hpa_api.delete(&name, &Default::default()).await?;
-            }
-        }
-    }
+    apply_or_remove(
+        &Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns),
+        tenant,
+        desired.autoscaler.as_ref(),
+    )
+    .await?;
     server_side_apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
         &desired.disruption_budget,
     )
     .await?;
-    let policy_api = Api::<NetworkPolicy>::namespaced(client, &ns);
-    match &desired.network_policy {
-        Some(policy) => {
-            server_side_apply(&policy_api, policy).await?;
-        }
-        None => {
-            let name = resources::workload_name(tenant);
-            if let Some(old) = policy_api.get_opt(&name).await?
-                && is_controlled_by(old.owner_references(), tenant)
-            {
-                policy_api.delete(&name, &Default::default()).await?;
-            }
-        }
-    }
+    apply_or_remove(
+        &Api::<NetworkPolicy>::namespaced(client, &ns),
+        tenant,
+        desired.network_policy.as_ref(),
+    )
+    .await?;
 
     // Status.
     workload_condition(&mut status, tenant, &deployment, now);

@@ -504,25 +504,13 @@ async fn enrolling_more_faces_and_erasing_the_user() {
     reg.expect(201);
     let token = reg.access_token();
     let user = reg.user_id();
-    let enrol = |image: Vec<u8>| {
-        let token = token.clone();
-        let t = &t;
-        async move {
-            let mut r = Multipart::new()
-                .file("face_image", "f.jpg", &image)
-                .request("/api/v1/users/me/faces");
-            r.headers_mut().insert(
-                header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-            t.send(r, IP).await
-        }
-    };
-    let added = enrol(face("genuine/arnold_schwarzenegger_2.jpg")).await;
+    let added = t
+        .enrol(&token, &face("genuine/arnold_schwarzenegger_2.jpg"), IP)
+        .await;
     added.expect(201);
     assert_eq!(added.json["face_count"], 2);
     // Someone else's face cannot be added to this account.
-    enrol(face("genuine/hugo_chavez_1.jpg"))
+    t.enrol(&token, &face("genuine/hugo_chavez_1.jpg"), IP)
         .await
         .expect_error(400, "face_mismatch");
     assert_eq!(
@@ -532,20 +520,7 @@ async fn enrolling_more_faces_and_erasing_the_user() {
 
     // Erasure needs a fresh proof beside the token: none, a wrong password, or another
     // person's face is refused and erases nothing.
-    let erase = |form: Option<Multipart>| {
-        let mut r = match form {
-            Some(f) => f.request("/api/v1/users/me"),
-            None => Request::post("/api/v1/users/me")
-                .body(Body::empty())
-                .unwrap(),
-        };
-        *r.method_mut() = axum::http::Method::DELETE;
-        r.headers_mut().insert(
-            header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        t.send(r, IP)
-    };
+    let erase = |form: Option<Multipart>| t.erase(&token, form, IP);
     erase(None).await.expect_error(422, "validation_error");
     erase(Some(Multipart::new().text("password", "not the password")))
         .await

@@ -264,14 +264,9 @@ async fn access_tokens_die_with_logout_deactivation_and_lock() {
     revoked.expect_error(401, "unauthorized");
     assert!(revoked.text.contains("revoked"), "{}", revoked.text);
     // Erasing needs a live token too: the stolen one cannot.
-    let mut erase = axum::http::Request::delete("/api/v1/users/me")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    erase.headers_mut().insert(
-        axum::http::header::AUTHORIZATION,
-        format!("Bearer {stolen}").parse().unwrap(),
-    );
-    t.send(erase, IP).await.expect_error(401, "unauthorized");
+    t.erase(&stolen, None, IP)
+        .await
+        .expect_error(401, "unauthorized");
 
     // Deactivation by the admin.
     let login = t.login(&face("genuine/tony_blair_2.jpg"), None, IP).await;
@@ -306,14 +301,9 @@ async fn access_tokens_die_with_logout_deactivation_and_lock() {
         .expect(200);
     let login = t.login(&face("genuine/tony_blair_2.jpg"), None, IP).await;
     login.expect(200);
-    let mut erase = common::Multipart::new()
-        .text("password", "correct horse battery")
-        .request("/api/v1/users/me");
-    *erase.method_mut() = axum::http::Method::DELETE;
-    erase.headers_mut().insert(
-        axum::http::header::AUTHORIZATION,
-        format!("Bearer {}", login.access_token()).parse().unwrap(),
-    );
-    t.send(erase, IP).await.expect(204);
+    let proof = common::Multipart::new().text("password", "correct horse battery");
+    t.erase(&login.access_token(), Some(proof), IP)
+        .await
+        .expect(204);
     assert_eq!(t.scalar_i64("SELECT count(*) FROM users").await, 0);
 }

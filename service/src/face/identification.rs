@@ -26,8 +26,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use uuid::Uuid;
 
-use super::eval::{analyse, identity_of, list_files};
-use super::{Embedding, FaceEngine, Purpose};
+use super::eval::{identity_of, list_files};
+use super::{AnalyzeOptions, Embedding, FaceEngine, Purpose};
 use crate::domain::matching::{Candidate, MatchOutcome, decide};
 
 /// One identity's embeddings: enrolment first, then probes.
@@ -72,16 +72,25 @@ fn ratio(n: usize, d: usize) -> f64 {
     if d == 0 { 0.0 } else { n as f64 / d as f64 }
 }
 
-/// Embeds every photo of `dir/genuine` (largest face, as at login).
+/// Embeds every photo of `dir/genuine` (largest face, as at login; no liveness: only
+/// the embeddings are compared). Unreadable photos and photos without a usable face are
+/// left out.
 pub fn embed_people(engine: &FaceEngine, dir: &Path) -> anyhow::Result<Vec<Person>> {
+    let options = AnalyzeOptions {
+        purpose: Purpose::Identify,
+        liveness: false,
+    };
     let mut by_identity: BTreeMap<String, Vec<Embedding>> = BTreeMap::new();
     for path in list_files(&dir.join("genuine"))? {
-        let outcome = analyse(engine, &path, Purpose::Identify);
-        if let Some(e) = outcome.embedding {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if let Ok(analysis) = engine.analyze_blocking(&bytes, options) {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
             by_identity
-                .entry(identity_of(&outcome.file))
+                .entry(identity_of(&file.unwrap_or_default()))
                 .or_default()
-                .push(e);
+                .push(analysis.face.embedding);
         }
     }
     Ok(by_identity

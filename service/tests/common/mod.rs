@@ -252,6 +252,23 @@ impl Tenant {
         self.send(r, ip).await
     }
 
+    /// `DELETE /api/v1/users/me` as the holder of `token`, with `proof` as its form (none:
+    /// an empty body).
+    pub async fn erase(&self, token: &str, proof: Option<Multipart>, ip: &str) -> Reply {
+        let mut r = match proof {
+            Some(form) => form.request("/api/v1/users/me"),
+            None => Request::post("/api/v1/users/me")
+                .body(Body::empty())
+                .expect("request"),
+        };
+        *r.method_mut() = axum::http::Method::DELETE;
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        self.send(r, ip).await
+    }
+
     pub async fn admin_post(&self, path: &str) -> Reply {
         let r = Request::post(path)
             .header(header::AUTHORIZATION, "Bearer test-admin-key-0123456789")
