@@ -87,6 +87,10 @@ pub enum Error {
     /// The object has no namespace (the resource is namespaced; should never happen).
     #[error("FaceIdTenant has no namespace")]
     NoNamespace,
+    /// This replica no longer knows itself the leader (a lease it could not renew in
+    /// time, a process that was frozen): it writes nothing more.
+    #[error("not the leader: this replica writes nothing until it holds the Lease again")]
+    NotLeader,
 }
 
 impl Error {
@@ -102,6 +106,7 @@ impl Error {
             },
             Error::CleanupPending { .. } => "cleanup",
             Error::NoNamespace => "internal",
+            Error::NotLeader => "leadership",
         }
     }
 }
@@ -264,6 +269,9 @@ pub struct Context {
     pub settings: Settings,
     /// The clock (fixed in tests).
     pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Whether this replica may write to the API now (leader election's guard; always
+    /// true without leader election). Checked before every write of a reconciliation.
+    write_guard: Arc<dyn Fn() -> bool + Send + Sync>,
     failures: Mutex<HashMap<String, u32>>,
     admin_urls: Mutex<HashMap<String, String>>,
 }
@@ -292,6 +300,7 @@ impl Context {
             metrics,
             settings,
             now: Arc::new(Timestamp::now),
+            write_guard: Arc::new(|| true),
             failures: Mutex::new(HashMap::new()),
             admin_urls: Mutex::new(HashMap::new()),
         }
@@ -301,6 +310,23 @@ impl Context {
     pub fn with_clock(mut self, now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
         self.now = Arc::new(now);
         self
+    }
+
+    /// Makes every write of a reconciliation first ask `guard` (leader election: "do I
+    /// still hold the Lease, judged on my own clock?"); a `false` stops the
+    /// reconciliation with [`Error::NotLeader`] before anything is written.
+    pub fn with_write_guard(mut self, guard: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.write_guard = Arc::new(guard);
+        self
+    }
+
+    /// `Ok` while this replica may write to the API.
+    pub fn may_write(&self) -> Result<()> {
+        if (self.write_guard)() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
     }
 
     fn remember_admin_url(&self, key: &str, url: &str) {
@@ -378,6 +404,7 @@ fn annotation_true(tenant: &FaceIdTenant, key: &str) -> bool {
 }
 
 async fn reconcile_inner(tenant: Arc<FaceIdTenant>, ctx: &Context) -> Result<Action> {
+    ctx.may_write()?;
     let ns = tenant.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<FaceIdTenant> = Api::namespaced(ctx.client.clone(), &ns);
     if tenant.meta().deletion_timestamp.is_none() && annotation_true(&tenant, PAUSED_ANNOTATION) {
@@ -422,6 +449,7 @@ async fn write_status(
     if old == status {
         return Ok(());
     }
+    ctx.may_write()?;
     let before = conditions::get(&old.conditions, types::READY).cloned();
     let after = conditions::get(&status.conditions, types::READY).cloned();
     api.patch_status(
