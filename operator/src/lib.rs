@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod database;
+pub mod health;
 pub mod leader;
 pub mod login;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use faceid_operator::controller::{self, Context, KubeEvents, Postgres, Settings};
+use faceid_operator::health::{self, Health, Outcome, Stopped};
 use faceid_operator::leader::LeaderElector;
 use faceid_operator::metrics::Metrics;
 use faceid_operator::{FaceIdTenant, crd};
@@ -64,7 +65,8 @@ struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
 
-    /// This replica's identity in the Lease and in Events (normally the pod name).
+    /// This replica's identity in the Lease and in Events (normally the pod name; when
+    /// unset, the host name with a random suffix).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 
@@ -95,60 +97,63 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { m.render() }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
+/// This replica's identity when `POD_NAME` is unset: the host name and a random suffix,
+/// so that two processes never share one (a process id alone is 1 in every container).
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "faceid-operator".to_owned());
+    format!("{host}_{:08x}", rand::random::<u32>())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when the future is first polled, so an early SIGTERM is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-            return;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// How long running reconciliations may finish after SIGTERM (the chart's
+/// terminationGracePeriodSeconds is 30: this, plus the release, fits).
+const CONTROLLER_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound of the Lease release on shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Releases the Lease (when leading) so that a standby takes over at once; only called
+/// once the controller task has ended, so nothing of ours is written afterwards.
+async fn release(elector: Option<&LeaderElector>) {
+    let Some(e) = elector else {
+        return;
+    };
+    match tokio::time::timeout(RELEASE_TIMEOUT, e.release()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not release the Lease"),
+        Err(_) => tracing::warn!("could not release the Lease in time"),
     }
-    let _ = ctrl_c.await;
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::new()?);
-    let http = tokio::spawn(serve_http(args.metrics_addr, metrics.clone()));
-
-    // Fail early and clearly when the CRD is missing.
-    Api::<FaceIdTenant>::all(client.clone())
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .context("cannot list FaceIdTenants: is the CRD installed (crds/faceidtenant.yaml) and may this account list them?")?;
-
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("faceid-operator-{}", std::process::id()));
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let elector = args.leader_election.then(|| {
         LeaderElector::new(
             Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
@@ -157,14 +162,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Duration::from_secs(args.lease_duration_seconds),
         )
     });
+    let health = Arc::new(Health::new(elector.as_ref().map(LeaderElector::guard))?);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    let mut server = tokio::spawn(health::serve(
+        listener,
+        health::router(health.clone(), metrics.clone()),
+    ));
+
+    // Fail early and clearly when the CRD is missing; ready (leader or standby) after.
+    Api::<FaceIdTenant>::all(client.clone())
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .context("cannot list FaceIdTenants: is the CRD installed (crds/faceidtenant.yaml) and may this account list them?")?;
+    health.set_initialized();
+
     if let Some(e) = &elector {
+        tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting for leadership");
         tokio::select! {
-            () = e.acquire() => {},
-            () = shutdown_signal() => return Ok(()),
+            () = e.acquire() => health.set_leading(),
+            () = &mut shutdown => {
+                health.set_shutting_down();
+                tracing::info!("shutting down (standby)");
+                return Ok(());
+            }
+            r = &mut server => anyhow::bail!("HTTP server stopped: {r:?}"),
         }
     }
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Arc::new(Postgres::default()),
         Arc::new(KubeEvents::new(client, Some(identity))),
@@ -173,33 +200,78 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             default_image: args.default_image,
             cleanup_timeout: Duration::from_secs(args.cleanup_timeout_seconds),
         },
-    ));
+    );
+    if let Some(guard) = elector.as_ref().map(LeaderElector::guard) {
+        ctx = ctx.with_write_guard(move || guard.holds());
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(ctx, args.concurrency, async move {
-        let _ = stop_rx.await;
-    }));
+    let mut controller = tokio::spawn(controller::run(
+        Arc::new(ctx),
+        args.concurrency,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    health.set_controller_running();
     let lost = async {
         match &elector {
             Some(e) => e.hold().await,
             None => std::future::pending().await,
         }
     };
-    let mut lost_leadership = false;
-    tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutting down"),
-        () = lost => lost_leadership = true,
-        r = http => tracing::error!(result = ?r, "metrics server stopped"),
+    tokio::pin!(lost);
+
+    match health::supervise(
+        &health,
+        &mut controller,
+        &mut lost,
+        &mut shutdown,
+        &mut server,
+    )
+    .await
+    {
+        Outcome::Shutdown => {
+            tracing::info!("shutting down: stopping the controller");
+            match health::stop_controller(
+                &mut controller,
+                stop_tx,
+                CONTROLLER_STOP_TIMEOUT,
+                &mut lost,
+            )
+            .await
+            {
+                Stopped::InTime => {}
+                Stopped::TimedOut => tracing::warn!(
+                    timeout = ?CONTROLLER_STOP_TIMEOUT,
+                    "running reconciliations did not finish in time; aborted"
+                ),
+                Stopped::LeadershipLost => {
+                    anyhow::bail!("leadership lost while shutting down");
+                }
+            }
+            release(elector.as_ref()).await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Outcome::LeadershipLost => {
+            // Stop at once: another replica may already be reconciling (the write guard
+            // already refuses every write).
+            controller.abort();
+            anyhow::bail!("leadership lost; exiting so that this replica restarts as a candidate")
+        }
+        Outcome::ControllerEnded(exit) => {
+            tracing::error!(?exit, "the controller loop ended unexpectedly");
+            release(elector.as_ref()).await;
+            anyhow::bail!("the controller loop ended unexpectedly ({exit:?})")
+        }
+        Outcome::ServerEnded(why) => {
+            tracing::error!(reason = %why, "the HTTP server stopped");
+            controller.abort();
+            let _ = (&mut controller).await;
+            release(elector.as_ref()).await;
+            anyhow::bail!("the HTTP server stopped: {why}")
+        }
     }
-    let _ = stop_tx.send(());
-    if lost_leadership {
-        // Stop at once: another replica may already be reconciling.
-        anyhow::bail!("leadership lost; exiting so that this replica restarts as a candidate");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
-    if let Some(e) = &elector {
-        e.release().await;
-    }
-    Ok(())
 }
 
 #[tokio::main]

@@ -1,7 +1,8 @@
 //! The Helm chart: `helm lint` and `helm template` pass with the default values and with
 //! every optional part enabled, and every rendered manifest parses as the Kubernetes
-//! object it claims to be. Needs `HELM` (from `source .dev/env`; `scripts/platform.sh
-//! install` installs Helm).
+//! object it claims to be; the Deployment's flags are the binary's and its Lease is the
+//! one the Role grants; several replicas need leader election. Needs `HELM` (from
+//! `source .dev/env`; `scripts/platform.sh install` installs Helm).
 
 // Test code: a failed unwrap or panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 
 fn helm() -> String {
     std::env::var("HELM").expect(
@@ -25,11 +26,15 @@ fn chart() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/faceid-operator")
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(helm())
+fn helm_output(args: &[&str]) -> std::process::Output {
+    Command::new(helm())
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helm()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helm()))
+}
+
+fn run(args: &[&str]) -> String {
+    let out = helm_output(args);
     assert!(
         out.status.success(),
         "helm {args:?} failed:\n{}\n{}",
@@ -191,4 +196,167 @@ fn invalid_values_are_refused_by_the_schema() {
         !out.status.success(),
         "replicaCount=0 must be refused by values.schema.json"
     );
+}
+
+fn template_args<'a>(chart: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["template", "faceid", chart, "--namespace", "faceid-system"];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn several_replicas_without_leader_election_are_refused() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let off = ["--set", "leaderElection.enabled=false"];
+    // By the values schema first...
+    let out = helm_output(&template_args(chart, &off));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("replicaCount"),
+        "the schema must refuse 2 replicas without leader election: {stderr}"
+    );
+    // ...and by the template where the schema is skipped.
+    let mut args = template_args(chart, &off);
+    args.push("--skip-schema-validation");
+    let out = helm_output(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("replicaCount > 1 needs leaderElection.enabled=true"),
+        "the template must refuse 2 replicas without leader election: {stderr}"
+    );
+    // One replica without leader election is fine, and gets no Lease rights.
+    let docs = render(&[
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicaCount=1",
+    ]);
+    let deployment: Deployment = parse(docs.iter().find(|d| d["kind"] == "Deployment").unwrap());
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&"--leader-election=false".to_owned()),
+        "{args:?}"
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "Role"));
+}
+
+/// The value of `--name=value` in `args`.
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let prefix = format!("--{name}=");
+    args.iter()
+        .find_map(|a| a.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("--{name} missing from {args:?}"))
+}
+
+fn sorted(v: &[String]) -> Vec<&str> {
+    let mut v: Vec<&str> = v.iter().map(String::as_str).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn the_deployment_elects_on_the_lease_the_role_grants_and_nothing_more() {
+    let docs = render(&[]);
+    let deployment: Deployment = parse(docs.iter().find(|d| d["kind"] == "Deployment").unwrap());
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap();
+    assert_eq!(flag(&args, "leader-election"), "true");
+    let lease = flag(&args, "lease-name");
+    assert_eq!(lease, "faceid-faceid-operator-leader");
+    assert_eq!(flag(&args, "lease-duration-seconds"), "15");
+    // Identity and Lease namespace come from the downward API.
+    let env = c.env.clone().unwrap();
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} unset"));
+        let path = &var
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path;
+        assert_eq!(path, field, "{name}");
+    }
+
+    let role: Role = parse(
+        docs.iter()
+            .find(|d| d["kind"] == "Role")
+            .expect("a Role for the Lease"),
+    );
+    assert_eq!(role.metadata.namespace.as_deref(), Some("faceid-system"));
+    let rules: Vec<PolicyRule> = role.rules.unwrap();
+    for r in &rules {
+        assert_eq!(
+            r.api_groups.as_deref(),
+            Some(&["coordination.k8s.io".to_owned()][..])
+        );
+        assert_eq!(r.resources.as_deref(), Some(&["leases".to_owned()][..]));
+    }
+    // get/update (the elector's read and replace) only on its own Lease; create cannot be
+    // restricted by name, so it stands alone.
+    let named: Vec<&PolicyRule> = rules
+        .iter()
+        .filter(|r| r.resource_names.is_some())
+        .collect();
+    assert_eq!(named.len(), 1, "{rules:?}");
+    assert_eq!(
+        named[0].resource_names.as_deref(),
+        Some(&[lease.to_owned()][..])
+    );
+    assert_eq!(sorted(&named[0].verbs), ["get", "update"]);
+    let unnamed: Vec<&PolicyRule> = rules
+        .iter()
+        .filter(|r| r.resource_names.is_none())
+        .collect();
+    assert_eq!(unnamed.len(), 1, "{rules:?}");
+    assert_eq!(sorted(&unnamed[0].verbs), ["create"]);
+    let binding: RoleBinding = parse(docs.iter().find(|d| d["kind"] == "RoleBinding").unwrap());
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+}
+
+#[test]
+fn the_binary_accepts_the_deployments_arguments_and_environment() {
+    let docs = render(&[]);
+    let deployment: Deployment = parse(docs.iter().find(|d| d["kind"] == "Deployment").unwrap());
+    let c = deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let args = c.args.unwrap();
+    let bin = env!("CARGO_BIN_EXE_faceid-operator");
+    // Every argument parses (clap would exit 2); the run then stops at the missing
+    // Kubernetes configuration.
+    let out = Command::new(bin)
+        .args(&args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("HOME", "/nonexistent")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(stderr.contains("no Kubernetes configuration"), "{stderr}");
+    // Every variable the chart sets (but RUST_LOG, read by the log filter) is a flag's.
+    let help = Command::new(bin).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for e in c.env.unwrap() {
+        if e.name != "RUST_LOG" {
+            assert!(
+                help.contains(&format!("[env: {}=", e.name)),
+                "{} is read by no flag",
+                e.name
+            );
+        }
+    }
 }
