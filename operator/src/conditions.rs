@@ -54,12 +54,21 @@ pub mod reasons {
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
     /// DatabaseReady: the database could not be reached or failed (retried).
     pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+    /// DatabaseReady True: the HNSW index is being rebuilt in the background with new
+    /// parameters; the previous index serves meanwhile.
+    pub const INDEX_REBUILDING: &str = "IndexRebuilding";
+    /// DatabaseReady True: the background rebuild of the HNSW index failed; the previous
+    /// index serves, the rebuild is tried again at the next resync.
+    pub const INDEX_REBUILD_FAILED: &str = "IndexRebuildFailed";
     /// DatabaseReady / WorkloadReady: waiting for an earlier step.
     pub const WAITING: &str = "WaitingForDependencies";
     /// WorkloadReady: every desired replica is ready.
     pub const DEPLOYMENT_AVAILABLE: &str = "DeploymentAvailable";
     /// WorkloadReady: replicas are starting or failing their readiness probe.
     pub const DEPLOYMENT_PROGRESSING: &str = "DeploymentProgressing";
+    /// WorkloadReady: the API server refused a child object (an invalid quantity, an
+    /// annotation key, a name too long...); the message names the object and the field.
+    pub const APPLY_REFUSED: &str = "ApplyRefused";
     /// WorkloadReady: the tenant is scaled to zero replicas.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
     /// FaceOnlyLogin True: the gallery is within the safe size for the tolerance.

@@ -35,6 +35,20 @@ pub const UNIT_DECIMAL_PATTERN: &str = r"^(0(\.[0-9]{1,3})?|1(\.0{1,3})?)$";
 pub const RATE_PATTERN: &str = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$";
 /// Pattern of a tenant schema name (role names add a prefix, hence at most 56 characters).
 pub const SCHEMA_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,55}$";
+/// Longest tenant name: 51, so that the longest child name, `<name>-credentials`, is
+/// still a DNS-1123 label of at most 63 characters (every child name can then also be a
+/// label value or a DNS label, as tools that label or select by name need), and the name
+/// itself is the Service's name (a DNS-1035 label) and the value of the
+/// `app.kubernetes.io/instance` and `faceid.dev/tenant` labels.
+pub const MAX_NAME_LEN: usize = 63 - "-credentials".len();
+/// Annotation on a credentials Secret kept by `deletionPolicy: Retain`: the
+/// `<namespace>/<name>` of the deleted tenant that a re-created tenant of that namespace
+/// and name adopts it for.
+pub const RETAINED_FOR_ANNOTATION: &str = "faceid.dev/retained-for";
+/// Most pod annotations a tenant may set (bounds the cost of their CEL rule).
+pub const MAX_POD_ANNOTATIONS: usize = 64;
+/// Longest resource quantity accepted (bounds the cost of its CEL rule).
+pub const MAX_QUANTITY_LEN: usize = 64;
 
 /// A FaceID tenant: an isolated PostgreSQL schema, its secrets and a scaled Deployment
 /// of the face-authentication service configured for it.
@@ -52,6 +66,7 @@ pub const SCHEMA_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,55}$";
     shortname = "fit",
     category = "faceid",
     derive = "PartialEq",
+    validation = Rule::new("size(self.metadata.name) <= 51 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label of at most 51 characters (a-z, 0-9 and '-', starting with a letter, not ending with '-'): it names the tenant's Service and its children (<name>-credentials at most 63) and is a label value"),
     doc = "A FaceID tenant: an isolated PostgreSQL schema with its migrations and HNSW index, generated signing and admin secrets, and a scaled Deployment of the face-authentication service configured for it.",
     printcolumn(
         name = "Ready",
@@ -211,8 +226,9 @@ impl Default for HnswSpec {
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
 )]
 pub enum DeletionPolicy {
-    /// Keep the schema, its data and its role (a tenant of the same name and namespace
-    /// can adopt them again).
+    /// Keep the schema, its data, its role and the credentials Secret (released from
+    /// the tenant and annotated `faceid.dev/retained-for`): a tenant of the same name
+    /// and namespace adopts them again, with every credential.
     #[default]
     Retain,
     /// Drop the schema with all its data, and its role.
@@ -493,11 +509,18 @@ pub struct WorkloadSpec {
     /// Horizontal autoscaling on CPU; when set, `replicas` is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
-    /// CPU and memory requests and limits of the service container.
+    /// CPU and memory requests and limits of the service container. Each quantity must
+    /// be a non-negative Kubernetes quantity (`500m`, `2`, `1Gi`), at most 16 per map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
-    /// Annotations added to the service's pods.
+    /// Annotations added to the service's pods (at most 64; keys are qualified names,
+    /// `[prefix/]name`, as Kubernetes requires of annotation keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.matches('^([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.matches('^[^/]{1,253}(/|$)'))").message("podAnnotations keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of at most 63 characters from A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric")
+    )]
     pub pod_annotations: BTreeMap<String, String>,
     /// Directory of the ONNX models inside the image (`MODELS_DIR`). Unset: the
     /// image's default.
@@ -527,6 +550,48 @@ pub struct WorkloadSpec {
 
 fn default_replicas() -> i32 {
     2
+}
+
+/// The CEL rule on one resource quantity (`x-kubernetes-int-or-string`, so `self` is an
+/// integer or a string; `string(self)` covers both): it parses as a Kubernetes quantity
+/// and has no minus sign. `isQuantity` is Kubernetes' CEL quantity library (CRD
+/// validation from 1.29; the chart requires 1.30), which kube's client-side evaluator
+/// also has (`tests/crd_drift.rs`); `type(self)`, which it has not, is avoided.
+pub const QUANTITY_RULE: &str = "isQuantity(string(self)) && !string(self).startsWith('-')";
+
+/// The schema of `spec.workload.resources`: Kubernetes' `ResourceRequirements`, with
+/// every quantity of `requests` and `limits` bounded (at most 16 entries of at most
+/// [`MAX_QUANTITY_LEN`] characters, which keeps the rule's cost estimate within the API
+/// server's budget) and checked by [`QUANTITY_RULE`], so that a quantity the API server
+/// would refuse in the Deployment is refused on the tenant already.
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Option<ResourceRequirements>>();
+    let rule = serde_json::json!([{
+        "rule": QUANTITY_RULE,
+        "message": "must be a non-negative resource quantity, e.g. 500m, 2 or 1Gi",
+    }]);
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for map in ["requests", "limits"] {
+            let Some(map) = properties
+                .get_mut(map)
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            map.insert("maxProperties".to_owned(), 16.into());
+            if let Some(value) = map
+                .get_mut("additionalProperties")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                value.insert("maxLength".to_owned(), MAX_QUANTITY_LEN.into());
+                value.insert("x-kubernetes-validations".to_owned(), rule.clone());
+            }
+        }
+    }
+    schema
 }
 
 impl Default for WorkloadSpec {
@@ -583,8 +648,10 @@ pub struct FaceIdTenantStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `DatabaseReady`, `SecretsReady` and `WorkloadReady`.
+    /// `Ready`, `SecretsReady`, `DatabaseReady`, `WorkloadReady` and `FaceOnlyLogin`: a
+    /// map list keyed by `type` (one condition per type; server-side apply merges by it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The provisioned schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -684,6 +751,74 @@ pub fn is_rate(s: &str) -> bool {
     count_ok && matches!(unit, "second" | "minute" | "hour" | "day")
 }
 
+/// Whether `name` is a DNS-1035 label (`[a-z]([-a-z0-9]*[a-z0-9])?`) of at most
+/// [`MAX_NAME_LEN`] characters: what a tenant's name must be.
+pub fn is_tenant_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Whether `key` is a qualified name as Kubernetes requires of annotation keys: an
+/// optional DNS-1123 subdomain prefix (at most 253 characters; Kubernetes lower-cases
+/// annotation keys before checking) and `/`, then a name of 1-63 characters from
+/// alphanumerics, `-`, `_` and `.` that starts and ends alphanumeric.
+pub fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let alnum = |c: u8| c.is_ascii_alphanumeric();
+    let name_ok = {
+        let b = name.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && alnum(b[0])
+            && alnum(b[b.len() - 1])
+            && b.iter()
+                .all(|c| alnum(*c) || matches!(c, b'-' | b'_' | b'.'))
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|label| {
+                let b = label.as_bytes();
+                !b.is_empty()
+                    && alnum(b[0])
+                    && alnum(b[b.len() - 1])
+                    && b.iter().all(|c| alnum(*c) || *c == b'-')
+            })
+    });
+    name_ok && prefix_ok
+}
+
+/// Whether `s` parses as a Kubernetes resource quantity (`<signedNumber><suffix>`:
+/// `500m`, `1.5Gi`, `2`, `1e3`), the grammar of `k8s.io/apimachinery`'s `ParseQuantity`
+/// and of CEL's `isQuantity`.
+pub fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let number_end = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_end);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
+        return false;
+    }
+    match suffix {
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
+        _ => suffix
+            .strip_prefix(['e', 'E'])
+            .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
+            .is_some_and(|exp| !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit())),
+    }
+}
+
 /// Whether `schema` is reserved by PostgreSQL or shared by every tenant.
 pub fn is_reserved_schema(schema: &str) -> bool {
     schema == "public" || schema == "information_schema" || schema.starts_with("pg_")
@@ -707,8 +842,27 @@ fn in_range(
     }
 }
 
-/// Checks every rule of the schema and its CEL rules, except immutability (which needs
-/// the previous object). Pure: the reconciler calls it before touching anything.
+/// [`validate`] plus the rule on `metadata.name` (a DNS-1035 label of at most
+/// [`MAX_NAME_LEN`] characters): everything the reconciler checks before touching
+/// anything.
+pub fn validate_tenant(tenant: &FaceIdTenant) -> Vec<Invalid> {
+    let name = tenant.metadata.name.as_deref().unwrap_or_default();
+    let mut out = Vec::new();
+    if !is_tenant_name(name) {
+        out.push(Invalid {
+            field: "metadata.name",
+            message: format!(
+                "{name:?} must be a DNS-1035 label of at most {MAX_NAME_LEN} characters (a-z, 0-9 and '-', starting with a letter, not ending with '-'): it names the tenant's Service and its children (<name>-credentials at most 63) and is a label value; create the tenant again under such a name"
+            ),
+        });
+    }
+    out.extend(validate(&tenant.spec));
+    out
+}
+
+/// Checks every rule of the schema and its CEL rules on the spec, except immutability
+/// (which needs the previous object); [`validate_tenant`] adds the rule on the name.
+/// Pure: the reconciler calls it before touching anything.
 pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
     let mut out = Vec::new();
     let db = &spec.database;
@@ -930,6 +1084,51 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             message: format!("{dir:?} must be an absolute path"),
         });
     }
+    if w.pod_annotations.len() > MAX_POD_ANNOTATIONS {
+        out.push(Invalid {
+            field: "spec.workload.podAnnotations",
+            message: format!("at most {MAX_POD_ANNOTATIONS} annotations"),
+        });
+    }
+    let bad_keys: Vec<&str> = w
+        .pod_annotations
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !is_qualified_name(k))
+        .collect();
+    if !bad_keys.is_empty() {
+        out.push(Invalid {
+            field: "spec.workload.podAnnotations",
+            message: format!(
+                "{bad_keys:?}: a key must be a qualified name, [prefix/]name, with a DNS subdomain prefix of at most 253 characters and a name of 1-63 characters from A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric"
+            ),
+        });
+    }
+    if let Some(resources) = &w.resources {
+        for (field, map) in [
+            ("spec.workload.resources.requests", &resources.requests),
+            ("spec.workload.resources.limits", &resources.limits),
+        ] {
+            let Some(map) = map else { continue };
+            if map.len() > 16 {
+                out.push(Invalid {
+                    field,
+                    message: "at most 16 resources".to_owned(),
+                });
+            }
+            for (name, quantity) in map {
+                let q = quantity.0.as_str();
+                if !is_quantity(q) || q.starts_with('-') || q.len() > MAX_QUANTITY_LEN {
+                    out.push(Invalid {
+                        field,
+                        message: format!(
+                            "{name}: {q:?} is not a non-negative resource quantity of at most {MAX_QUANTITY_LEN} characters, e.g. 500m, 2 or 1Gi"
+                        ),
+                    });
+                }
+            }
+        }
+    }
     if w.image.as_deref().is_some_and(str::is_empty) {
         out.push(Invalid {
             field: "spec.workload.image",
@@ -1117,6 +1316,27 @@ mod tests {
             ("spec.workload.image", |s| {
                 s.workload.image = Some(String::new())
             }),
+            ("spec.workload.podAnnotations", |s| {
+                s.workload.pod_annotations = BTreeMap::from([("bad key".into(), "x".into())])
+            }),
+            ("spec.workload.resources.requests", |s| {
+                s.workload.resources = Some(ResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "cpu".into(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()),
+                    )])),
+                    ..ResourceRequirements::default()
+                })
+            }),
+            ("spec.workload.resources.limits", |s| {
+                s.workload.resources = Some(ResourceRequirements {
+                    limits: Some(BTreeMap::from([(
+                        "memory".into(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity("-1Gi".into()),
+                    )])),
+                    ..ResourceRequirements::default()
+                })
+            }),
         ];
         for (field, edit) in cases {
             let mut s = spec();
@@ -1135,6 +1355,68 @@ mod tests {
         s.liveness.threshold = "0".into();
         s.workload.replicas = 0;
         assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+    }
+
+    #[test]
+    fn tenant_names_are_dns_1035_labels_short_enough_for_every_child() {
+        assert_eq!(MAX_NAME_LEN, 51);
+        assert_eq!(format!("{}-credentials", "x".repeat(51)).len(), 63);
+        for ok in ["acme", "a", "team-a1", &"x".repeat(51)] {
+            assert!(is_tenant_name(ok), "{ok}");
+        }
+        for bad in ["", "Acme", "1acme", "acme-", "a.b", "a_b", &"x".repeat(52)] {
+            assert!(!is_tenant_name(bad), "{bad}");
+        }
+        let mut t = FaceIdTenant::new("globex.example", spec());
+        let problems = validate_tenant(&t);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "metadata.name");
+        assert!(problems[0].message.contains("globex.example"));
+        t.metadata.name = Some("globex".into());
+        assert!(validate_tenant(&t).is_empty());
+    }
+
+    #[test]
+    fn annotation_keys_are_qualified_names() {
+        for ok in [
+            "a",
+            "prometheus.io/scrape",
+            "example.com/Some_key.1",
+            "Plain",
+            &format!("{}/x", "a".repeat(253)),
+            &"k".repeat(63),
+        ] {
+            assert!(is_qualified_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "bad key",
+            "-x",
+            "x-",
+            "a/b/c",
+            "/x",
+            "a/",
+            "a..b/x",
+            &format!("{}/x", "a".repeat(254)),
+            &"k".repeat(64),
+        ] {
+            assert!(!is_qualified_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_grammar() {
+        for ok in [
+            "0", "2", "500m", "1.5", "1.5Gi", "768Mi", "1e3", "1E-3", "+1", "-1", ".5", "5.",
+            "100n", "1u", "2k", "3Ei",
+        ] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "", "lots", "1.2.3", ".", "1Kib", "1 Gi", "1e", "1e1.5", "Gi", "1gi", "--1", "1mm",
+        ] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,17 @@
 //! A tenant's database objects: its schema (claimed by the tenant), a login role limited
 //! to that schema, the migrations, and the HNSW index with the tenant's parameters.
 //!
-//! The reconciler calls [`provision`] on every pass and [`deprovision`] when a tenant
-//! with `deletionPolicy: Delete` goes away; end-to-end tests call the same functions.
+//! The reconciler calls [`provision_schema`] at each database step (then
+//! [`rebuild_index`] in the background when the HNSW parameters changed) and
+//! [`deprovision`] when a tenant with `deletionPolicy: Delete` goes away; end-to-end
+//! tests call [`provision`], which is both in one call.
+//!
+//! Concurrency: every function holds at most one connection of the admin pool at a time
+//! (the index rebuild and the role's login check use connections of their own), and
+//! every lock is either a transaction-level advisory lock with a bounded wait or a
+//! session lock on a connection of its own, so many tenants provisioned at once on one
+//! admin URL queue for connections instead of deadlocking, and a cancelled call never
+//! leaves a lock behind on a pooled connection.
 //!
 //! Claims: the schema and the role carry a comment `faceid-operator tenant=<ns>/<name>`.
 //! A schema or role claimed by another tenant, or existing without any claim, is never
@@ -12,7 +21,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 pub use faceid_migrations::{quote_ident, search_path, validate_schema_name};
 
@@ -20,6 +29,18 @@ pub use faceid_migrations::{quote_ident, search_path, validate_schema_name};
 pub const HNSW_INDEX: &str = "face_embeddings_hnsw_idx";
 const HNSW_INDEX_NEW: &str = "face_embeddings_hnsw_idx_new";
 const CLAIM_PREFIX: &str = "faceid-operator tenant=";
+/// Connections of the pool of one admin URL ([`connect`]).
+pub const POOL_SIZE: u32 = 4;
+/// Lock waits of the provisioning transactions.
+const LOCK_TIMEOUT: &str = "30s";
+/// Lock waits of deletion cleanup ([`deprovision`]).
+const CLEANUP_LOCK_TIMEOUT: &str = "10s";
+/// Each statement of deletion cleanup.
+const CLEANUP_STATEMENT_TIMEOUT: &str = "30s";
+/// How long [`deprovision`] waits for each terminated session to end, in milliseconds.
+const TERMINATE_WAIT_MS: i64 = 5000;
+/// Longest wait for the role's login check ([`can_log_in`]).
+const LOGIN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What can go wrong while provisioning or deprovisioning a tenant's database.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +89,15 @@ pub enum Error {
     /// The generated role password is not plain alphanumeric text.
     #[error("role password must be 16-128 alphanumeric characters")]
     InvalidPassword,
+    /// Another session (another operator replica, or a rebuild still running) holds the
+    /// schema's index lock; retried later.
+    #[error(
+        "the HNSW index of schema {schema:?} is being rebuilt by another session; retrying later"
+    )]
+    IndexBusy {
+        /// Schema name.
+        schema: String,
+    },
     /// The admin connection URL cannot be parsed.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
@@ -82,7 +112,7 @@ pub enum Error {
 impl Error {
     /// Whether retrying cannot help until someone changes something (spec, database).
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Error::Database(_))
+        !matches!(self, Error::Database(_) | Error::IndexBusy { .. })
             && !matches!(
                 self,
                 Error::Migrations(faceid_migrations::Error::Database(_))
@@ -119,8 +149,8 @@ pub struct ProvisionRequest {
     pub tenant: String,
     /// Tenant schema.
     pub schema: String,
-    /// Password of the tenant's role (16-128 alphanumeric characters), set on every call
-    /// so a regenerated credential takes effect.
+    /// Password of the tenant's role (16-128 alphanumeric characters): set when the role
+    /// is created, and afterwards only when the role cannot log in with it.
     pub role_password: String,
     /// HNSW parameters wanted.
     pub index: IndexParams,
@@ -152,7 +182,7 @@ impl std::fmt::Debug for ProvisionRequest {
     }
 }
 
-/// Outcome of [`provision`].
+/// Outcome of [`provision`] and [`provision_schema`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionedDatabase {
     /// Tenant schema.
@@ -163,12 +193,20 @@ pub struct ProvisionedDatabase {
     pub schema_created: bool,
     /// Whether this call created the role.
     pub role_created: bool,
+    /// Whether this call wrote the role's password (a new role, or one that could not
+    /// log in with the requested password).
+    pub password_set: bool,
     /// Migrations applied by this call.
     pub migrations_applied: Vec<i64>,
-    /// Index parameters as read back from the database after this call.
+    /// Index parameters as read back from the database after this call (while
+    /// `index_wanted` is set: the ones the index has now, or the wanted ones when there is
+    /// no index yet).
     pub index: IndexParams,
-    /// Whether this call rebuilt the index.
+    /// Whether this call rebuilt the index ([`provision`] only).
     pub index_rebuilt: bool,
+    /// The parameters asked for, when the index does not have them yet:
+    /// [`provision_schema`] leaves that rebuild to [`rebuild_index`].
+    pub index_wanted: Option<IndexParams>,
     /// Active users in the schema: the face-only (1:N) gallery.
     pub active_users: i64,
 }
@@ -180,6 +218,8 @@ pub struct Deprovisioned {
     pub schema_dropped: bool,
     /// Whether the role existed and was dropped.
     pub role_dropped: bool,
+    /// Sessions terminated before the drop (the role's, and an index rebuild's).
+    pub sessions_terminated: i64,
 }
 
 /// The login role of a schema: `faceid_<schema>`.
@@ -220,7 +260,7 @@ pub async fn connect(admin_url: &str) -> Result<PgPool> {
         .map_err(|e: sqlx::Error| Error::InvalidUrl(e.to_string()))?;
     let options = options.application_name("faceid-operator");
     Ok(PgPoolOptions::new()
-        .max_connections(4)
+        .max_connections(POOL_SIZE)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(10))
         .idle_timeout(Duration::from_secs(300))
@@ -236,12 +276,29 @@ fn claim_owner(comment: Option<&str>) -> Option<&str> {
     comment.and_then(|c| c.strip_prefix(CLAIM_PREFIX))
 }
 
-fn lock_key(schema: &str) -> i64 {
-    let digest = Sha256::digest(format!("faceid-operator:{schema}").as_bytes());
+fn advisory_key(what: &str) -> i64 {
+    let digest = Sha256::digest(format!("faceid-operator:{what}").as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
 }
+
+/// The advisory lock of one schema's claims, grants and drop.
+fn lock_key(schema: &str) -> i64 {
+    advisory_key(schema)
+}
+
+/// The advisory lock of one schema's HNSW index: held (session-level, on its own
+/// connection) by [`rebuild_index`] for the whole rebuild, tried by [`provision_schema`]
+/// before it repairs an interrupted one.
+fn index_lock_key(schema: &str) -> i64 {
+    advisory_key(&format!("index:{schema}"))
+}
+
+/// Key of the cluster-wide lock around statements that update rows shared by every
+/// tenant (the database's ACL in `pg_database`, roles): two tenants granting or dropping
+/// at once would otherwise fail with "tuple concurrently updated".
+const CATALOG_LOCK: &str = "faceid-operator:shared-catalog";
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -263,25 +320,27 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> Result<()> {
     Ok(())
 }
 
-async fn lock(conn: &mut PgConnection, schema: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(lock_key(schema))
+/// Takes a transaction-level advisory lock: released by the commit or the rollback, so a
+/// cancelled call can never leave it held on a pooled connection.
+async fn lock_xact(conn: &mut PgConnection, key: i64) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-/// Key of the cluster-wide lock around statements that update rows shared by every
-/// tenant (the database's ACL in `pg_database`, roles): two tenants granting or dropping
-/// at once would otherwise fail with "tuple concurrently updated".
-const CATALOG_LOCK: &str = "faceid-operator:shared-catalog";
-
-async fn unlock(conn: &mut PgConnection, schema: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key(schema))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Bounds the lock waits (and, with `statement`, every statement) of the current
+/// transaction.
+async fn bound(conn: &mut PgConnection, lock: &str, statement: Option<&str>) -> Result<()> {
+    let mut sql = format!("SET LOCAL lock_timeout = {}", quote_literal(lock));
+    if let Some(s) = statement {
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
+            quote_literal(s)
+        ));
+    }
+    exec(conn, &sql).await
 }
 
 /// `None` when the schema does not exist, else its comment.
@@ -322,18 +381,62 @@ pub async fn schema_owner(pool: &PgPool, schema: &str) -> Result<Option<String>>
         .map(str::to_owned))
 }
 
-/// Creates or updates everything the tenant's service needs in the database:
+/// Whether `role` logs in with `password` on the server and database of `pool`: a
+/// connection of its own, never one of the pool. Any failure (wrong password, no such
+/// role, `NOLOGIN`, a refusal by `pg_hba.conf`, a timeout) is `false`.
+pub async fn can_log_in(pool: &PgPool, role: &str, password: &str) -> bool {
+    let options = (*pool.connect_options())
+        .clone()
+        .username(role)
+        .password(password);
+    match tokio::time::timeout(LOGIN_CHECK_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// [`provision_schema`], then the index rebuild it leaves out ([`rebuild_index`]) in the
+/// same call: everything the tenant's service needs, for callers that can wait for a
+/// rebuild (end-to-end tests, tools). The reconciler calls the two separately and runs
+/// the rebuild in the background.
+///
+/// Idempotent: a second call with the same request changes nothing.
+pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<ProvisionedDatabase> {
+    let mut out = provision_schema(pool, req).await?;
+    if let Some(want) = out.index_wanted {
+        let rebuilt = rebuild_index(pool, &req.schema, want).await?;
+        out.index = rebuilt.index;
+        out.index_rebuilt = rebuilt.rebuilt;
+        out.index_wanted = None;
+    }
+    Ok(out)
+}
+
+/// Creates or updates everything the tenant's service needs in the database, but a
+/// rebuild of the HNSW index:
 ///
 /// 1. the schema, claimed for `req.tenant` (refused when another tenant, or nobody,
 ///    already holds a schema of that name);
 /// 2. a login role `faceid_<schema>` with `req.role_password`, allowed to use that
-///    schema only (`search_path` pinned to it);
+///    schema only (`search_path` pinned to it). The password is set when the role is
+///    created, and afterwards only when the role cannot log in with it ([`can_log_in`],
+///    checked on a connection of its own): a rotated password takes effect, an
+///    unchanged one is never written again (no catalog write, nothing in the server's
+///    statement log);
 /// 3. every pending migration, inside the schema;
-/// 4. the HNSW index with `req.index`, rebuilt without downtime (`CREATE INDEX
-///    CONCURRENTLY`, drop the old one concurrently, rename) when its parameters differ.
+/// 4. the HNSW index checked against `req.index`: an interrupted rebuild is repaired,
+///    and different parameters are reported in `index_wanted` for [`rebuild_index`].
 ///
-/// Idempotent: a second call with the same request changes nothing but the password.
-pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<ProvisionedDatabase> {
+/// Holds at most one connection of `pool` at a time, and every lock it takes is a
+/// transaction lock with a bounded wait, so any number of concurrent calls on one pool
+/// queue for connections and never deadlock.
+pub async fn provision_schema(
+    pool: &PgPool,
+    req: &ProvisionRequest,
+) -> Result<ProvisionedDatabase> {
     let schema = req.schema.as_str();
     check_schema(schema)?;
     if req.role_password.len() < 16
@@ -344,21 +447,26 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
     }
     let role = role_name(schema);
     let tenant = req.tenant.as_str();
+    // Before any pooled connection is taken: the check uses a connection of the role.
+    let password_works = can_log_in(pool, &role, &req.role_password).await;
 
-    let mut conn = pool.acquire().await?;
-    lock(&mut conn, schema).await?;
-    let claimed = claim_schema_and_role(&mut conn, req, &role).await;
-    let unlocked = unlock(&mut conn, schema).await;
-    let (schema_created, role_created) = claimed?;
-    unlocked?;
+    let mut tx = pool.begin().await?;
+    bound(&mut tx, LOCK_TIMEOUT, None).await?;
+    lock_xact(&mut tx, lock_key(schema)).await?;
+    let claimed = claim_schema_and_role(&mut tx, req, &role, password_works).await?;
+    tx.commit().await?;
 
     let applied = faceid_migrations::apply(pool, schema).await?;
 
-    lock(&mut conn, schema).await?;
-    let indexed = grant_and_index(&mut conn, schema, &role, req.index).await;
-    let unlocked = unlock(&mut conn, schema).await;
-    let (index, index_rebuilt) = indexed?;
-    unlocked?;
+    let mut tx = pool.begin().await?;
+    bound(&mut tx, LOCK_TIMEOUT, None).await?;
+    lock_xact(&mut tx, lock_key(schema)).await?;
+    lock_xact(&mut tx, advisory_key(CATALOG_LOCK)).await?;
+    grant(&mut tx, schema, &role).await?;
+    tx.commit().await?;
+
+    let mut conn = pool.acquire().await?;
+    let (index, index_wanted) = inspect_index(&mut conn, schema, req.index).await?;
     let active_users: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM {}.users WHERE is_active",
         quote_ident(schema)
@@ -367,13 +475,18 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
     .await?;
     drop(conn);
 
-    if schema_created || role_created || index_rebuilt || !applied.newly_applied.is_empty() {
+    let Claimed {
+        schema_created,
+        role_created,
+        password_set,
+    } = claimed;
+    if schema_created || role_created || password_set || !applied.newly_applied.is_empty() {
         tracing::info!(
             schema,
             tenant,
             schema_created,
             role_created,
-            index_rebuilt,
+            password_set,
             migrations = ?applied.newly_applied,
             "tenant database provisioned"
         );
@@ -383,106 +496,112 @@ pub async fn provision(pool: &PgPool, req: &ProvisionRequest) -> Result<Provisio
         role,
         schema_created,
         role_created,
+        password_set,
         migrations_applied: applied.newly_applied,
         index,
-        index_rebuilt,
+        index_rebuilt: false,
+        index_wanted,
         active_users,
     })
 }
 
-async fn grant_and_index(
-    conn: &mut PgConnection,
-    schema: &str,
-    role: &str,
-    want: IndexParams,
-) -> Result<(IndexParams, bool)> {
-    grant(conn, schema, role).await?;
-    ensure_index(conn, schema, want).await
+/// What [`claim_schema_and_role`] did.
+struct Claimed {
+    schema_created: bool,
+    role_created: bool,
+    password_set: bool,
 }
 
-/// Creates or checks the claims of the schema and the role; `(schema_created, role_created)`.
+/// Creates or checks the claims of the schema and the role, inside the caller's
+/// transaction; the password is written only when the role is new or
+/// `password_works` is false.
 async fn claim_schema_and_role(
     conn: &mut PgConnection,
     req: &ProvisionRequest,
     role: &str,
-) -> Result<(bool, bool)> {
+    password_works: bool,
+) -> Result<Claimed> {
     let schema = req.schema.as_str();
     let tenant = req.tenant.as_str();
-    {
-        let ident = quote_ident(schema);
-        let role_ident = quote_ident(role);
-        let schema_created = match schema_comment(conn, schema).await? {
-            None => {
-                exec(conn, &format!(
-                    "BEGIN; CREATE SCHEMA {ident}; COMMENT ON SCHEMA {ident} IS {}; REVOKE ALL ON SCHEMA {ident} FROM PUBLIC; COMMIT;",
+    let ident = quote_ident(schema);
+    let role_ident = quote_ident(role);
+    let schema_created = match schema_comment(conn, schema).await? {
+        None => {
+            exec(
+                conn,
+                &format!(
+                    "CREATE SCHEMA {ident}; COMMENT ON SCHEMA {ident} IS {}; REVOKE ALL ON SCHEMA {ident} FROM PUBLIC;",
                     quote_literal(&claim(tenant))
-                )).await?;
-                true
+                ),
+            )
+            .await?;
+            true
+        }
+        Some(comment) => match claim_owner(comment.as_deref()) {
+            Some(owner) if owner == tenant => false,
+            Some(owner) => {
+                return Err(Error::SchemaClaimed {
+                    schema: schema.to_owned(),
+                    owner: owner.to_owned(),
+                });
             }
-            Some(comment) => match claim_owner(comment.as_deref()) {
-                Some(owner) if owner == tenant => false,
-                Some(owner) => {
-                    return Err(Error::SchemaClaimed {
-                        schema: schema.to_owned(),
-                        owner: owner.to_owned(),
-                    });
-                }
-                None => {
-                    return Err(Error::SchemaNotManaged {
-                        schema: schema.to_owned(),
-                        tenant: tenant.to_owned(),
-                    });
-                }
-            },
-        };
-        let role_created = match role_comment(conn, role).await? {
             None => {
-                exec(conn, &format!(
+                return Err(Error::SchemaNotManaged {
+                    schema: schema.to_owned(),
+                    tenant: tenant.to_owned(),
+                });
+            }
+        },
+    };
+    let (role_created, password_set) = match role_comment(conn, role).await? {
+        None => {
+            exec(
+                conn,
+                &format!(
                     "CREATE ROLE {role_ident} LOGIN NOINHERIT PASSWORD {}; COMMENT ON ROLE {role_ident} IS {};",
                     quote_literal(&req.role_password),
                     quote_literal(&claim(tenant))
-                )).await?;
-                true
+                ),
+            )
+            .await?;
+            (true, true)
+        }
+        Some(comment) => match claim_owner(comment.as_deref()) {
+            Some(owner) if owner == tenant && password_works => (false, false),
+            Some(owner) if owner == tenant => {
+                exec(
+                    conn,
+                    &format!(
+                        "ALTER ROLE {role_ident} WITH LOGIN PASSWORD {}",
+                        quote_literal(&req.role_password)
+                    ),
+                )
+                .await?;
+                (false, true)
             }
-            Some(comment) => match claim_owner(comment.as_deref()) {
-                Some(owner) if owner == tenant => {
-                    exec(
-                        conn,
-                        &format!(
-                            "ALTER ROLE {role_ident} WITH LOGIN PASSWORD {}",
-                            quote_literal(&req.role_password)
-                        ),
-                    )
-                    .await?;
-                    false
-                }
-                Some(owner) => {
-                    return Err(Error::RoleClaimed {
-                        role: role.to_owned(),
-                        owner: owner.to_owned(),
-                    });
-                }
-                None => {
-                    return Err(Error::RoleNotManaged {
-                        role: role.to_owned(),
-                        tenant: tenant.to_owned(),
-                    });
-                }
-            },
-        };
-        Ok((schema_created, role_created))
-    }
+            Some(owner) => {
+                return Err(Error::RoleClaimed {
+                    role: role.to_owned(),
+                    owner: owner.to_owned(),
+                });
+            }
+            None => {
+                return Err(Error::RoleNotManaged {
+                    role: role.to_owned(),
+                    tenant: tenant.to_owned(),
+                });
+            }
+        },
+    };
+    Ok(Claimed {
+        schema_created,
+        role_created,
+        password_set,
+    })
 }
 
+/// The role's privileges, inside the caller's transaction (which holds the catalog lock).
 async fn grant(conn: &mut PgConnection, schema: &str, role: &str) -> Result<()> {
-    lock(conn, CATALOG_LOCK).await?;
-    let result = grant_unlocked(conn, schema, role).await;
-    let unlocked = unlock(conn, CATALOG_LOCK).await;
-    result?;
-    unlocked
-}
-
-async fn grant_unlocked(conn: &mut PgConnection, schema: &str, role: &str) -> Result<()> {
     let ident = quote_ident(schema);
     let role_ident = quote_ident(role);
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -503,7 +622,7 @@ async fn grant_unlocked(conn: &mut PgConnection, schema: &str, role: &str) -> Re
     Ok(())
 }
 
-/// `(exists, valid, params)` of one index of the schema.
+/// `(valid, params)` of one index of the schema, `None` when it does not exist.
 async fn read_index(
     conn: &mut PgConnection,
     schema: &str,
@@ -562,27 +681,103 @@ async fn vector_schema(conn: &mut PgConnection) -> Result<String> {
     .await?)
 }
 
-async fn ensure_index(
-    conn: &mut PgConnection,
-    schema: &str,
-    want: IndexParams,
-) -> Result<(IndexParams, bool)> {
-    let ident = quote_ident(schema);
-    // A rebuild interrupted after dropping the old index leaves only the new one.
+/// A rebuild interrupted after dropping the old index leaves only the new one: renames it.
+async fn repair_interrupted_rebuild(conn: &mut PgConnection, schema: &str) -> Result<()> {
     if read_index(conn, schema, HNSW_INDEX).await?.is_none()
         && let Some((true, _)) = read_index(conn, schema, HNSW_INDEX_NEW).await?
     {
         exec(
             conn,
-            &format!("ALTER INDEX {ident}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}"),
+            &format!(
+                "ALTER INDEX {}.{HNSW_INDEX_NEW} RENAME TO {HNSW_INDEX}",
+                quote_ident(schema)
+            ),
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The index's parameters, and `want` when it needs a rebuild to get them. Repairs an
+/// interrupted rebuild unless one is running (its lock is taken).
+async fn inspect_index(
+    conn: &mut PgConnection,
+    schema: &str,
+    want: IndexParams,
+) -> Result<(IndexParams, Option<IndexParams>)> {
+    let mut tx = conn.begin().await?;
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(index_lock_key(schema))
+        .fetch_one(&mut *tx)
+        .await?;
+    if free {
+        repair_interrupted_rebuild(&mut tx, schema).await?;
+    }
+    let current = read_index(&mut tx, schema, HNSW_INDEX).await?;
+    tx.commit().await?;
+    Ok(match current {
+        Some((true, params)) if params == want => (params, None),
+        Some((_, params)) => (params, Some(want)),
+        None => (want, Some(want)),
+    })
+}
+
+/// What [`rebuild_index`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRebuild {
+    /// The index's parameters as read back afterwards.
+    pub index: IndexParams,
+    /// Whether an index was built (false: it already had the parameters).
+    pub rebuilt: bool,
+}
+
+/// Rebuilds the tenant's HNSW index with `want` without downtime: `CREATE INDEX
+/// CONCURRENTLY` a new one, `DROP INDEX CONCURRENTLY` the old one, rename. Minutes on a
+/// large gallery, so it runs on a connection of its own (never one of `pool`'s), holding
+/// the schema's index lock for the whole build: a second rebuild of the same schema,
+/// from this process or another, fails at once with [`Error::IndexBusy`]. Dropping the
+/// future closes the connection, which ends the build and releases the lock (the server
+/// notices within 10 s where it supports `client_connection_check_interval`); a build
+/// interrupted that way is cleaned up by the next call.
+pub async fn rebuild_index(pool: &PgPool, schema: &str, want: IndexParams) -> Result<IndexRebuild> {
+    check_schema(schema)?;
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name("faceid-operator-index-rebuild");
+    let mut conn = PgConnection::connect_with(&options).await?;
+    // PostgreSQL 14+: notice a closed client during the long CREATE INDEX (best effort).
+    let _ = exec(&mut conn, "SET client_connection_check_interval = '10s'").await;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(index_lock_key(schema))
+        .fetch_one(&mut conn)
+        .await?;
+    let result = if locked {
+        ensure_index(&mut conn, schema, want).await
+    } else {
+        Err(Error::IndexBusy {
+            schema: schema.to_owned(),
+        })
+    };
+    // Closing the session releases the lock.
+    let _ = conn.close().await;
+    result
+}
+
+async fn ensure_index(
+    conn: &mut PgConnection,
+    schema: &str,
+    want: IndexParams,
+) -> Result<IndexRebuild> {
+    let ident = quote_ident(schema);
+    repair_interrupted_rebuild(conn, schema).await?;
     let current = read_index(conn, schema, HNSW_INDEX).await?;
     if let Some((true, params)) = current
         && params == want
     {
-        return Ok((params, false));
+        return Ok(IndexRebuild {
+            index: params,
+            rebuilt: false,
+        });
     }
     let opclass = format!("{}.vector_l2_ops", quote_ident(&vector_schema(conn).await?));
     // Leftover of an interrupted build: an invalid index CONCURRENTLY can not reuse.
@@ -616,74 +811,98 @@ async fn ensure_index(
         ef_construction = applied.ef_construction,
         "HNSW index rebuilt"
     );
-    Ok((applied, true))
+    Ok(IndexRebuild {
+        index: applied,
+        rebuilt: true,
+    })
 }
 
 /// Drops the tenant's schema (with all its data) and its role, for
-/// `deletionPolicy: Delete`.
+/// `deletionPolicy: Delete`, in an order that finishes while the tenant's pods still
+/// connect:
+///
+/// 1. `ALTER ROLE ... NOLOGIN` (committed: no new session of the role starts);
+/// 2. the role's sessions, and a rebuild of the schema's index, are terminated (waiting
+///    up to 5 s for each to end; needs superuser or `pg_signal_backend` for the role's
+///    sessions, and when that is missing it goes on without);
+/// 3. `DROP SCHEMA ... CASCADE`, `DROP OWNED BY` and `DROP ROLE`.
+///
+/// Its own time is bounded: lock waits by `lock_timeout` (10 s) and statements by
+/// `statement_timeout` (30 s), set on its one connection for its own transactions only.
 ///
 /// Only objects claimed by `tenant` are dropped: a schema claimed by another tenant is
 /// refused with [`Error::SchemaClaimed`], one without a claim with
 /// [`Error::SchemaNotManaged`]; a schema or role that no longer exists is fine (the call
-/// is idempotent). Sessions of the role are terminated first, and lock waits are bounded
-/// (10 s) so the call never hangs on a busy table.
+/// is idempotent).
 pub async fn deprovision(pool: &PgPool, tenant: &str, schema: &str) -> Result<Deprovisioned> {
     check_schema(schema)?;
     let role = role_name(schema);
+    let role_ident = quote_ident(&role);
     let mut conn = pool.acquire().await?;
-    lock(&mut conn, schema).await?;
-    let result = drop_bounded(&mut conn, tenant, schema, &role).await;
-    let unlocked = unlock(&mut conn, schema).await;
-    let value = result?;
-    unlocked?;
-    Ok(value)
-}
 
-async fn drop_bounded(
-    conn: &mut PgConnection,
-    tenant: &str,
-    schema: &str,
-    role: &str,
-) -> Result<Deprovisioned> {
-    sqlx::query("SET lock_timeout = '10s'")
-        .execute(&mut *conn)
+    let mut tx = conn.begin().await?;
+    bound(
+        &mut tx,
+        CLEANUP_LOCK_TIMEOUT,
+        Some(CLEANUP_STATEMENT_TIMEOUT),
+    )
+    .await?;
+    lock_xact(&mut tx, lock_key(schema)).await?;
+    let (drop_schema, drop_role) = claims_to_drop(&mut tx, tenant, schema, &role).await?;
+    if drop_role {
+        exec(&mut tx, &format!("ALTER ROLE {role_ident} NOLOGIN")).await?;
+    }
+    tx.commit().await?;
+
+    let sessions_terminated = terminate_sessions(&mut conn, &role, schema).await;
+
+    let mut tx = conn.begin().await?;
+    bound(
+        &mut tx,
+        CLEANUP_LOCK_TIMEOUT,
+        Some(CLEANUP_STATEMENT_TIMEOUT),
+    )
+    .await?;
+    lock_xact(&mut tx, lock_key(schema)).await?;
+    lock_xact(&mut tx, advisory_key(CATALOG_LOCK)).await?;
+    if drop_schema {
+        exec(
+            &mut tx,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(schema)),
+        )
         .await?;
-    lock(conn, CATALOG_LOCK).await?;
-    let result = drop_claimed(conn, tenant, schema, role).await;
-    // Release and reset whatever happened, then report the drop's own error first.
-    let unlocked = unlock(conn, CATALOG_LOCK).await;
-    let reset = sqlx::query("RESET lock_timeout").execute(&mut *conn).await;
-    let dropped = result?;
-    unlocked?;
-    reset?;
-    Ok(dropped)
+    }
+    if drop_role {
+        exec(
+            &mut tx,
+            &format!("DROP OWNED BY {role_ident}; DROP ROLE {role_ident};"),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let out = Deprovisioned {
+        schema_dropped: drop_schema,
+        role_dropped: drop_role,
+        sessions_terminated,
+    };
+    if drop_schema || drop_role {
+        tracing::info!(schema, tenant, ?out, "tenant database dropped");
+    }
+    Ok(out)
 }
 
-async fn drop_claimed(
+/// Which of the schema and the role `tenant` may drop: `(schema, role)`. A schema of
+/// another tenant, or of nobody, is refused; a role that is not the tenant's is left.
+async fn claims_to_drop(
     conn: &mut PgConnection,
     tenant: &str,
     schema: &str,
     role: &str,
-) -> Result<Deprovisioned> {
-    let mut out = Deprovisioned {
-        schema_dropped: false,
-        role_dropped: false,
-    };
-    match schema_comment(conn, schema).await? {
-        None => {}
+) -> Result<(bool, bool)> {
+    let drop_schema = match schema_comment(conn, schema).await? {
+        None => false,
         Some(comment) => match claim_owner(comment.as_deref()) {
-            Some(owner) if owner == tenant => {
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
-                    .bind(role)
-                    .execute(&mut *conn)
-                    .await?;
-                exec(
-                    conn,
-                    &format!("DROP SCHEMA {} CASCADE", quote_ident(schema)),
-                )
-                .await?;
-                out.schema_dropped = true;
-            }
+            Some(owner) if owner == tenant => true,
             Some(owner) => {
                 return Err(Error::SchemaClaimed {
                     schema: schema.to_owned(),
@@ -697,22 +916,53 @@ async fn drop_claimed(
                 });
             }
         },
-    }
-    if let Some(comment) = role_comment(conn, role).await?
-        && claim_owner(comment.as_deref()) == Some(tenant)
-    {
-        let role_ident = quote_ident(role);
-        exec(
-            conn,
-            &format!("DROP OWNED BY {role_ident}; DROP ROLE {role_ident};"),
+    };
+    let drop_role = role_comment(conn, role)
+        .await?
+        .is_some_and(|comment| claim_owner(comment.as_deref()) == Some(tenant));
+    Ok((drop_schema, drop_role))
+}
+
+/// Terminates the role's sessions and whoever holds the schema's index lock (a
+/// rebuild), waiting up to 5 s for each; how many ended. Best effort: without the
+/// right to signal them (superuser or `pg_signal_backend`) it logs and returns 0, and the
+/// drop that follows waits for their locks within its `lock_timeout`.
+async fn terminate_sessions(conn: &mut PgConnection, role: &str, schema: &str) -> i64 {
+    let key = index_lock_key(schema).cast_unsigned();
+    let result: Result<i64> = async {
+        let mut tx = conn.begin().await?;
+        bound(
+            &mut tx,
+            CLEANUP_LOCK_TIMEOUT,
+            Some(CLEANUP_STATEMENT_TIMEOUT),
         )
         .await?;
-        out.role_dropped = true;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $4))
+               FROM pg_stat_activity
+              WHERE pid <> pg_backend_pid()
+                AND (usename = $1
+                     OR pid IN (SELECT pid FROM pg_locks
+                                 WHERE locktype = 'advisory' AND objsubid = 1
+                                   AND classid::bigint = $2 AND objid::bigint = $3))",
+        )
+        .bind(role)
+        .bind((key >> 32).cast_signed())
+        .bind((key & 0xffff_ffff).cast_signed())
+        .bind(TERMINATE_WAIT_MS)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
-    if out.schema_dropped || out.role_dropped {
-        tracing::info!(schema, tenant, ?out, "tenant database dropped");
+    .await;
+    match result {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(role, error = %e, "could not terminate the role's sessions; dropping anyway");
+            0
+        }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -496,12 +496,16 @@ pub fn autoscaler(tenant: &FaceIdTenant) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
-/// The disruption budget: at most one pod evicted at a time (never blocks a drain).
+/// The disruption budget: at most one pod evicted at a time. Pods that are not ready
+/// (crash-looping, failing readiness) may always be evicted
+/// (`unhealthyPodEvictionPolicy: AlwaysAllow`), so a broken rollout never blocks a
+/// node drain.
 pub fn disruption_budget(tenant: &FaceIdTenant) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(tenant, workload_name(tenant)),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
             selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(tenant)),
                 ..LabelSelector::default()
@@ -676,9 +680,12 @@ mod tests {
             d.service.spec.as_ref().unwrap().selector.as_ref(),
             Some(selector)
         );
+        let budget = d.disruption_budget.spec.as_ref().unwrap();
+        assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(
-            d.disruption_budget.spec.as_ref().unwrap().max_unavailable,
-            Some(IntOrString::Int(1))
+            budget.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow"),
+            "unready pods never block a drain"
         );
         assert_eq!(d.config_map.data.as_ref().unwrap()["TENANT"], "team-a_acme");
         assert_eq!(endpoint(&t), "http://acme.team-a.svc:80");

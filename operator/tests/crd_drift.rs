@@ -117,6 +117,47 @@ fn cel_rules_refuse_what_the_api_forbids() {
             serde_json::json!({"minReplicas": 5, "maxReplicas": 2}),
             "minReplicas",
         ),
+        // The name is the Service's name and a label value, and <name>-credentials must
+        // stay within 63: a DNS-1035 label of at most 51 characters.
+        ("/metadata/name", serde_json::json!("Acme"), "metadata.name"),
+        (
+            "/metadata/name",
+            serde_json::json!("1acme"),
+            "metadata.name",
+        ),
+        ("/metadata/name", serde_json::json!("a.b"), "metadata.name"),
+        (
+            "/metadata/name",
+            serde_json::json!("x".repeat(52)),
+            "metadata.name",
+        ),
+        // Pod annotation keys are qualified names.
+        (
+            "/spec/workload/podAnnotations",
+            serde_json::json!({"bad key": "x"}),
+            "qualified names",
+        ),
+        (
+            "/spec/workload/podAnnotations",
+            serde_json::json!({"a/b/c": "x"}),
+            "qualified names",
+        ),
+        // Quantities parse (Kubernetes' CEL isQuantity) and are not negative.
+        (
+            "/spec/workload/resources",
+            serde_json::json!({"requests": {"cpu": "lots"}}),
+            "resource quantity",
+        ),
+        (
+            "/spec/workload/resources",
+            serde_json::json!({"limits": {"memory": "-1Gi"}}),
+            "resource quantity",
+        ),
+        (
+            "/spec/workload/resources",
+            serde_json::json!({"requests": {"cpu": -1}}),
+            "resource quantity",
+        ),
     ];
     for (pointer, value, expected) in cases {
         let object = with(base.clone(), pointer, value.clone());
@@ -134,6 +175,26 @@ fn cel_rules_refuse_what_the_api_forbids() {
     );
     let errors = cel(&renamed, Some(&base));
     assert!(errors.iter().any(|e| e.contains("immutable")), "{errors:?}");
+    // What is allowed: a 51-character name, qualified annotation keys, quantities
+    // written as strings or integers.
+    for (pointer, value) in [
+        ("/metadata/name", serde_json::json!("x".repeat(51))),
+        (
+            "/spec/workload/podAnnotations",
+            serde_json::json!({"example.com/Some_key.1": "x", "Plain": "y"}),
+        ),
+        (
+            "/spec/workload/resources",
+            serde_json::json!({"requests": {"cpu": "500m", "memory": "1.5Gi"}, "limits": {"cpu": 2}}),
+        ),
+    ] {
+        let object = with(base.clone(), pointer, value.clone());
+        assert!(
+            cel(&object, None).is_empty(),
+            "{pointer}={value}: {:?}",
+            cel(&object, None)
+        );
+    }
     // efConstruction exactly 2 * m is allowed.
     let edge = with(
         base,
@@ -164,6 +225,21 @@ fn schema_bounds_are_declared_for_every_numeric_and_decimal_field() {
             "{rate}"
         );
     }
+    // The CEL rules on maps are bounded, or the API server refuses the CRD (cost).
+    let workload = &spec["workload"]["properties"];
+    assert_eq!(workload["podAnnotations"]["maxProperties"], 64);
+    for map in ["requests", "limits"] {
+        let m = &workload["resources"]["properties"][map];
+        assert_eq!(m["maxProperties"], 16, "{map}");
+        assert_eq!(m["additionalProperties"]["maxLength"], 64, "{map}");
+    }
+    // One condition per type, merged by type.
+    let conditions = &s["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
     // No floating-point field anywhere in the API.
     let text = serde_json::to_string(&s).unwrap();
     assert!(

@@ -5,9 +5,12 @@
 // Test code: a failed unwrap or panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::{Duration, Instant};
+
+use faceid_operator::controller::{Postgres, TenantDatabase};
 use faceid_operator::database::{
     self, Error, IndexParams, ProvisionRequest, deprovision, generate_secret, provision,
-    role_database_url, role_name,
+    provision_schema, rebuild_index, role_database_url, role_name,
 };
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
@@ -358,5 +361,278 @@ async fn reserved_and_unsafe_schema_names_are_refused() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidSchema(_)), "{bad}: {err:?}");
+    }
+}
+
+/// The deadlock of the admin pool: `provision` held one pooled connection while the
+/// migrations took a second one, so as many concurrent provisions as the pool had
+/// connections each waited for a second until the pool's acquire timeout.
+#[tokio::test]
+async fn twenty_tenants_provision_at_once_on_one_admin_url() {
+    let url = admin_url();
+    let db = Postgres::default();
+    let requests: Vec<(String, ProvisionRequest)> = (0..20)
+        .map(|i| {
+            let schema = unique(&format!("op_many{i}"));
+            (
+                format!("ns/many{i}"),
+                request(&format!("ns/many{i}"), &schema, 16, 64),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(requests.iter().map(|(_, r)| db.provision(&url, r))),
+    )
+    .await
+    .expect("20 concurrent provisions did not finish within 120 s");
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    let pool = admin().await;
+    for (tenant, r) in &requests {
+        deprovision(&pool, tenant, &r.schema).await.unwrap();
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 20 failed: {failed:?}",
+        failed.len()
+    );
+    eprintln!("20 tenants provisioned in {:?}", start.elapsed());
+}
+
+async fn role_verifier(pool: &PgPool, role: &str) -> String {
+    sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(role)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_role_password_is_written_only_when_it_changes() {
+    let pool = admin().await;
+    let schema = unique("op_pw");
+    let tenant = "ns/pw";
+    let req = request(tenant, &schema, 16, 64);
+    let first = provision(&pool, &req).await.unwrap();
+    assert!(first.password_set);
+    // The stored SCRAM verifier has a random salt: it changes whenever the password is
+    // written, even with the same password.
+    let verifier = role_verifier(&pool, &role_name(&schema)).await;
+
+    let again = provision(&pool, &req).await.unwrap();
+    assert!(!again.password_set, "the role already logs in with it");
+    assert_eq!(role_verifier(&pool, &role_name(&schema)).await, verifier);
+
+    // A rotated password (a regenerated credentials Secret) is written.
+    let rotated = ProvisionRequest {
+        role_password: generate_secret(32),
+        ..req.clone()
+    };
+    let changed = provision(&pool, &rotated).await.unwrap();
+    assert!(changed.password_set);
+    assert_ne!(role_verifier(&pool, &role_name(&schema)).await, verifier);
+    connect_as(&rotated).await.close().await.unwrap();
+    let old = role_database_url(&admin_url(), &role_name(&schema), &req.role_password).unwrap();
+    assert!(PgConnection::connect(&old).await.is_err());
+
+    // A role that cannot log in (NOLOGIN, e.g. by hand) gets its login back.
+    sqlx::query(&format!("ALTER ROLE \"{}\" NOLOGIN", role_name(&schema)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(provision(&pool, &rotated).await.unwrap().password_set);
+    connect_as(&rotated).await.close().await.unwrap();
+
+    deprovision(&pool, tenant, &schema).await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_finishes_while_the_role_is_connected() {
+    let pool = admin().await;
+    let schema = unique("op_busy");
+    let tenant = "ns/busy";
+    let req = request(tenant, &schema, 16, 64);
+    provision(&pool, &req).await.unwrap();
+    // A pod in the middle of a transaction holding a lock on the users table.
+    let mut held = connect_as(&req).await;
+    sqlx::query("BEGIN").execute(&mut held).await.unwrap();
+    sqlx::query("SELECT count(*) FROM users")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    // And a pod that keeps reconnecting and locking the table.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconnecting = {
+        let (req, stop) = (req.clone(), stop.clone());
+        tokio::spawn(async move {
+            let url = role_database_url(&admin_url(), &role_name(&req.schema), &req.role_password)
+                .unwrap();
+            let mut logins = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut c) = PgConnection::connect(&url).await {
+                    logins += 1;
+                    let _ = sqlx::query("BEGIN").execute(&mut c).await;
+                    let _ = sqlx::query("SELECT count(*) FROM users")
+                        .execute(&mut c)
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = c.close().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            logins
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let start = Instant::now();
+    let dropped =
+        tokio::time::timeout(Duration::from_secs(40), deprovision(&pool, tenant, &schema))
+            .await
+            .expect("deprovision did not finish within its bounds")
+            .unwrap();
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let logins = reconnecting.await.unwrap();
+    assert!(
+        dropped.schema_dropped && dropped.role_dropped,
+        "{dropped:?}"
+    );
+    assert!(dropped.sessions_terminated >= 1, "{dropped:?}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(logins >= 1, "the reconnecting pod never logged in");
+    // The held session was terminated; the role can no longer log in.
+    assert!(sqlx::query("SELECT 1").execute(&mut held).await.is_err());
+    assert!(!schema_exists(&pool, &schema).await);
+    assert!(!role_exists(&pool, &role_name(&schema)).await);
+    let url = role_database_url(&admin_url(), &role_name(&schema), &req.role_password).unwrap();
+    assert!(PgConnection::connect(&url).await.is_err());
+}
+
+#[tokio::test]
+async fn delete_is_bounded_when_another_session_holds_a_lock() {
+    let pool = admin().await;
+    let schema = unique("op_locked");
+    let tenant = "ns/locked";
+    provision(&pool, &request(tenant, &schema, 16, 64))
+        .await
+        .unwrap();
+    // A session of another role (not the tenant's, so not terminated) holds a lock.
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *other).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE \"{schema}\".users IN ACCESS SHARE MODE"
+    ))
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let err = deprovision(&pool, tenant, &schema).await.unwrap_err();
+    assert!(!err.is_permanent(), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+    drop(other);
+    // Retried (the finalizer does), it finishes.
+    let dropped = deprovision(&pool, tenant, &schema).await.unwrap();
+    assert!(dropped.schema_dropped);
+}
+
+#[tokio::test]
+async fn an_index_rebuild_runs_once_per_schema_and_blocks_no_provisioning() {
+    let pool = admin().await;
+    let schema = unique("op_bg");
+    let tenant = "ns/bg";
+    provision(&pool, &request(tenant, &schema, 16, 64))
+        .await
+        .unwrap();
+    // A writer's open transaction: CREATE INDEX CONCURRENTLY waits for it to end.
+    let mut writer = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *writer).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE \"{schema}\".face_embeddings IN ROW EXCLUSIVE MODE"
+    ))
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    let want = IndexParams {
+        m: 24,
+        ef_construction: 96,
+    };
+    let first = {
+        let (pool, schema) = (pool.clone(), schema.clone());
+        tokio::spawn(async move { rebuild_index(&pool, &schema, want).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!first.is_finished(), "the rebuild waits for the writer");
+    // A second rebuild of the same schema is refused at once.
+    let second = tokio::time::timeout(Duration::from_secs(5), rebuild_index(&pool, &schema, want))
+        .await
+        .expect("the second rebuild waited");
+    assert!(matches!(second, Err(Error::IndexBusy { .. })), "{second:?}");
+    // Provisioning goes on meanwhile, reporting the rebuild still wanted.
+    let p = tokio::time::timeout(
+        Duration::from_secs(20),
+        provision_schema(&pool, &request(tenant, &schema, 24, 96)),
+    )
+    .await
+    .expect("provisioning waited for the rebuild")
+    .unwrap();
+    assert_eq!(p.index_wanted, Some(want));
+    assert_eq!(p.index, IndexParams::default());
+    sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
+    drop(writer);
+    let done = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(done.rebuilt);
+    assert_eq!(done.index, want);
+    let p = provision_schema(&pool, &request(tenant, &schema, 24, 96))
+        .await
+        .unwrap();
+    assert_eq!((p.index, p.index_wanted), (want, None));
+    deprovision(&pool, tenant, &schema).await.unwrap();
+}
+
+#[tokio::test]
+async fn twenty_tenants_are_deleted_at_once_on_one_admin_url() {
+    let url = admin_url();
+    let db = Postgres::default();
+    let requests: Vec<ProvisionRequest> = (0..20)
+        .map(|i| {
+            request(
+                &format!("ns/gone{i}"),
+                &unique(&format!("op_gone{i}")),
+                16,
+                64,
+            )
+        })
+        .collect();
+    for r in futures::future::join_all(requests.iter().map(|r| db.provision(&url, r))).await {
+        r.unwrap();
+    }
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(
+            requests
+                .iter()
+                .map(|r| db.deprovision(&url, &r.tenant, &r.schema)),
+        ),
+    )
+    .await
+    .expect("20 concurrent deletions did not finish within 120 s");
+    for r in results {
+        let d = r.unwrap();
+        assert!(d.schema_dropped && d.role_dropped);
     }
 }

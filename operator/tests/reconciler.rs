@@ -16,7 +16,7 @@ use faceid_operator::controller::{
 };
 use faceid_operator::crd::{FaceIdTenant, FaceIdTenantStatus};
 use faceid_operator::database::{
-    self, Deprovisioned, IndexParams, ProvisionRequest, ProvisionedDatabase,
+    self, Deprovisioned, IndexParams, IndexRebuild, ProvisionRequest, ProvisionedDatabase,
 };
 use faceid_operator::metrics::Metrics;
 use futures::future::BoxFuture;
@@ -41,10 +41,32 @@ fn now() -> Timestamp {
 
 // ---------- fakes ----------
 
-#[derive(Default)]
 struct FakeDb {
     calls: Mutex<Vec<String>>,
     fail: Mutex<Option<fn() -> database::Error>>,
+    /// The index's parameters (pgvector's defaults until a rebuild changes them).
+    index: Mutex<IndexParams>,
+    /// A rebuild finishes when the test adds a permit.
+    rebuild_gate: tokio::sync::Semaphore,
+    fail_rebuild: Mutex<bool>,
+}
+
+impl Default for FakeDb {
+    fn default() -> Self {
+        Self {
+            calls: Mutex::default(),
+            fail: Mutex::default(),
+            index: Mutex::new(IndexParams::default()),
+            rebuild_gate: tokio::sync::Semaphore::new(0),
+            fail_rebuild: Mutex::default(),
+        }
+    }
+}
+
+impl FakeDb {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
 }
 
 impl TenantDatabase for FakeDb {
@@ -61,18 +83,40 @@ impl TenantDatabase for FakeDb {
             if let Some(f) = *self.fail.lock().unwrap() {
                 return Err(f());
             }
+            let index = *self.index.lock().unwrap();
             Ok(ProvisionedDatabase {
                 schema: req.schema.clone(),
                 role: database::role_name(&req.schema),
                 schema_created: true,
                 role_created: true,
+                password_set: true,
                 migrations_applied: vec![1],
-                index: IndexParams {
-                    m: req.index.m,
-                    ef_construction: req.index.ef_construction,
-                },
+                index,
                 index_rebuilt: false,
+                index_wanted: (index != req.index).then_some(req.index),
                 active_users: 0,
+            })
+        })
+    }
+    fn rebuild_index<'a>(
+        &'a self,
+        _admin_url: &'a str,
+        schema: &'a str,
+        want: IndexParams,
+    ) -> BoxFuture<'a, database::Result<IndexRebuild>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(format!(
+                "rebuild {schema} m={} ef={}",
+                want.m, want.ef_construction
+            ));
+            self.rebuild_gate.acquire().await.unwrap().forget();
+            if *self.fail_rebuild.lock().unwrap() {
+                return Err(unavailable());
+            }
+            *self.index.lock().unwrap() = want;
+            Ok(IndexRebuild {
+                index: want,
+                rebuilt: true,
             })
         })
     }
@@ -93,6 +137,7 @@ impl TenantDatabase for FakeDb {
             Ok(Deprovisioned {
                 schema_dropped: true,
                 role_dropped: true,
+                sessions_terminated: 2,
             })
         })
     }
@@ -217,6 +262,9 @@ enum Reply {
     Echo(Value),
     /// Answer with `base`, the request's (merge patch) body merged over it.
     Patched(Value),
+    /// An error answer of the API server: HTTP `code`, a `Status` with `reason` and
+    /// `message`.
+    Status(u16, &'static str, String),
 }
 
 fn call(method: &'static str, path: impl Into<String>, reply: Reply) -> Call {
@@ -237,22 +285,40 @@ struct Seen {
     body: Value,
 }
 
+/// JSON merge patch (RFC 7386): `b` over `a`, a `null` removing the key.
 fn merge(a: &mut Value, b: &Value) {
     match (a, b) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
             }
         }
         (a, b) => *a = b.clone(),
     }
 }
 
-async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Seen> {
+/// Answers `calls` in order; `done` fires when the reconciliation has returned. Gives
+/// the handle back for the next pass.
+async fn serve(
+    mut handle: Handle,
+    calls: Vec<Call>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> (Handle, Vec<Seen>) {
     let mut seen = Vec::new();
     for expected in calls {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
+        let next = tokio::select! {
+            biased;
+            next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()) => next,
+            _ = &mut done => panic!(
+                "the reconciler stopped before {} {}; calls: {seen:#?}",
+                expected.method, expected.path
+            ),
+        };
+        let (request, send) = next
             .unwrap_or_else(|_| {
                 panic!(
                     "timed out waiting for {} {}; calls so far: {seen:#?}",
@@ -303,6 +369,11 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Seen> {
                 merge(&mut v, &extra);
                 (StatusCode::OK, v)
             }
+            Reply::Status(code, reason, message) => (
+                StatusCode::from_u16(code).unwrap(),
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": reason, "code": code, "message": message}),
+            ),
         };
         send.send_response(
             Response::builder()
@@ -318,29 +389,65 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) -> Vec<Seen> {
             body,
         });
     }
-    // Nothing else: once the reconciler is done and the client dropped, the channel closes.
-    if let Ok(Some((request, _))) =
-        tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await
-    {
-        panic!(
-            "unexpected extra API call {} {}",
-            request.method(),
-            request.uri()
-        );
+    // Nothing else until the reconciliation returns.
+    tokio::select! {
+        biased;
+        _ = &mut done => {}
+        request = handle.next_request() => {
+            if let Some((request, _)) = request {
+                panic!(
+                    "unexpected extra API call {} {}; calls before: {seen:#?}",
+                    request.method(),
+                    request.uri()
+                );
+            }
+        }
     }
-    seen
+    (handle, seen)
 }
 
+/// One operator (one [`Context`], kept across passes like the real one) against the
+/// mocked API server, the fake database and the Event recorder.
 struct Harness {
     db: Arc<FakeDb>,
     events: Arc<Events>,
+    ctx: Arc<Context>,
+    handle: Mutex<Option<Handle>>,
+    clock: Arc<Mutex<Timestamp>>,
+    jitter: Arc<Mutex<f64>>,
+    leader: Arc<Mutex<bool>>,
 }
 
 impl Harness {
     fn new() -> Self {
+        let db = Arc::new(FakeDb::default());
+        let events = Arc::new(Events::default());
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let clock = Arc::new(Mutex::new(now()));
+        let jitter = Arc::new(Mutex::new(1.0));
+        let leader = Arc::new(Mutex::new(true));
+        let (c, j, l) = (clock.clone(), jitter.clone(), leader.clone());
+        let ctx = Context::new(
+            Client::new(service, NS),
+            db.clone(),
+            events.clone(),
+            Arc::new(Metrics::new().unwrap()),
+            Settings {
+                default_image: "ghcr.io/faceid/faceid:test".into(),
+                cleanup_timeout: Duration::from_secs(300),
+            },
+        )
+        .with_clock(move || *c.lock().unwrap())
+        .with_jitter(move || *j.lock().unwrap())
+        .with_write_guard(move || *l.lock().unwrap());
         Self {
-            db: Arc::new(FakeDb::default()),
-            events: Arc::new(Events::default()),
+            db,
+            events,
+            ctx: Arc::new(ctx),
+            handle: Mutex::new(Some(handle)),
+            clock,
+            jitter,
+            leader,
         }
     }
 
@@ -355,47 +462,20 @@ impl Harness {
         Vec<Seen>,
         Arc<Context>,
     ) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, NS);
-        let server = tokio::spawn(serve(handle, calls));
-        let ctx = Arc::new(
-            Context::new(
-                client,
-                self.db.clone(),
-                self.events.clone(),
-                Arc::new(Metrics::new().unwrap()),
-                Settings {
-                    default_image: "ghcr.io/faceid/faceid:test".into(),
-                    cleanup_timeout: Duration::from_secs(300),
-                },
-            )
-            .with_clock(move || at),
-        );
-        let result = reconcile(Arc::new(tenant), ctx.clone()).await;
-        // Keep a context without the client for error_policy checks.
-        let keep = ctx.clone();
-        drop(ctx);
-        let seen = match Arc::try_unwrap(keep) {
-            Ok(ctx) => {
-                drop(ctx);
-                server.await.unwrap()
-            }
-            Err(_) => panic!("context still shared"),
-        };
-        let ctx = Arc::new(Context::new(
-            Client::new(
-                tower_test::mock::pair::<Request<Body>, Response<Body>>().0,
-                NS,
-            ),
-            self.db.clone(),
-            self.events.clone(),
-            Arc::new(Metrics::new().unwrap()),
-            Settings {
-                default_image: "x".into(),
-                cleanup_timeout: Duration::from_secs(300),
-            },
-        ));
-        (result, seen, ctx)
+        let handle = self
+            .handle
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a previous pass failed");
+        let (done, done_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(handle, calls, done_rx));
+        *self.clock.lock().unwrap() = at;
+        let result = reconcile(Arc::new(tenant), self.ctx.clone()).await;
+        let _ = done.send(());
+        let (handle, seen) = server.await.unwrap();
+        *self.handle.lock().unwrap() = Some(handle);
+        (result, seen, self.ctx.clone())
     }
 
     async fn run(
@@ -846,7 +926,8 @@ async fn a_database_outage_is_reported_and_retried_with_backoff() {
     let d = condition(&status_of(&seen), types::DATABASE_READY).clone();
     assert_eq!(d.reason, reasons::DATABASE_UNAVAILABLE);
     assert!(d.message.contains("retrying"), "{}", d.message);
-    // Exponential backoff per tenant.
+    // Exponential backoff per tenant, with equal jitter: between half the ceiling (the
+    // jitter source at 0) and the ceiling (at 1).
     let t = Arc::new(t);
     assert_eq!(
         error_policy(t.clone(), &err, ctx.clone()),
@@ -857,8 +938,20 @@ async fn a_database_outage_is_reported_and_retried_with_backoff() {
         Action::requeue(Duration::from_secs(10))
     );
     assert_eq!(
-        error_policy(t, &err, ctx),
+        error_policy(t.clone(), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(20))
+    );
+    *h.jitter.lock().unwrap() = 0.0;
+    assert_eq!(
+        error_policy(t.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(20)),
+        "the fourth failure waits between 20 and 40 s"
+    );
+    *h.jitter.lock().unwrap() = 0.5;
+    assert_eq!(
+        error_policy(t, &err, ctx),
+        Action::requeue(Duration::from_secs(60)),
+        "the fifth failure waits between 40 and 80 s"
     );
 }
 
@@ -895,21 +988,51 @@ fn remove_finalizer() -> Call {
 }
 
 #[tokio::test]
-async fn deletion_with_retain_keeps_the_database() {
+async fn deletion_with_retain_keeps_the_database_and_the_credentials_secret() {
     let h = Harness::new();
     let t = deleting(minimal(), "Retain", now());
-    let (result, seen) = h.run(t, vec![remove_finalizer()]).await;
+    let mut own = own_secret();
+    own.metadata.resource_version = Some("7".into());
+    let (result, seen) = h
+        .run(
+            t,
+            vec![
+                call(
+                    "GET",
+                    path("Secret", "acme-credentials"),
+                    Reply::Json(json!(own)),
+                ),
+                call(
+                    "PATCH",
+                    path("Secret", "acme-credentials"),
+                    Reply::Patched(json!(own)),
+                ),
+                remove_finalizer(),
+            ],
+        )
+        .await;
     assert!(result.is_ok());
+    // The Secret loses the tenant's owner reference (the garbage collector keeps it) and
+    // is marked for a tenant of the same namespace and name; conditional on its version.
+    let release = &seen[1];
+    assert_eq!(release.content_type, "application/merge-patch+json");
+    let meta = &release.body["metadata"];
+    assert_eq!(meta["ownerReferences"], json!([]), "{}", release.body);
+    assert_eq!(
+        meta["annotations"]["faceid.dev/retained-for"],
+        "team-a/acme"
+    );
+    assert_eq!(meta["resourceVersion"], "7");
+    assert!(release.body.get("data").is_none(), "values untouched");
     assert!(
-        seen[0].body.to_string().contains("remove"),
+        seen[2].body.to_string().contains("remove"),
         "{}",
-        seen[0].body
+        seen[2].body
     );
-    assert!(
-        h.db.calls.lock().unwrap().is_empty(),
-        "Retain never touches the database"
-    );
+    assert!(h.db.calls().is_empty(), "Retain never touches the database");
     assert_eq!(h.events.reasons(), ["SchemaRetained"]);
+    let note = h.events.0.lock().unwrap()[0].note.clone();
+    assert!(note.contains("acme-credentials"), "{note}");
 }
 
 #[tokio::test]
@@ -1034,11 +1157,13 @@ async fn autoscaling_creates_an_autoscaler_and_leaves_replicas_to_it() {
         path("HorizontalPodAutoscaler", "acme"),
         Reply::Echo(json!({})),
     );
+    // A new Deployment: nothing to hand over.
+    calls.insert(4, call("GET", path("Deployment", "acme"), Reply::NotFound));
     let (result, seen) = h.run(t, calls).await;
     assert!(result.is_ok());
     let d = &seen
         .iter()
-        .find(|s| s.path == path("Deployment", "acme"))
+        .find(|s| s.path == path("Deployment", "acme") && s.method == "PATCH")
         .unwrap()
         .body;
     assert!(
@@ -1051,4 +1176,630 @@ async fn autoscaling_creates_an_autoscaler_and_leaves_replicas_to_it() {
         .unwrap()
         .body;
     assert_eq!(hpa["spec"]["maxReplicas"], 6);
+}
+
+fn body_of<'a>(seen: &'a [Seen], method: &str, p: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|s| s.method == method && s.path == p)
+        .unwrap_or_else(|| panic!("no {method} {p}"))
+        .body
+}
+
+fn data_of(secret: &Value, key: &str) -> String {
+    let s: Secret = serde_json::from_value(secret.clone()).unwrap();
+    String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn an_invalid_name_is_refused_naming_metadata_name() {
+    let h = Harness::new();
+    let mut t = minimal();
+    t.metadata.name = Some("acme.example".into());
+    let (result, seen) = h
+        .run(
+            t,
+            vec![call(
+                "PATCH",
+                "/apis/faceid.dev/v1alpha1/namespaces/team-a/faceidtenants/acme.example/status",
+                Reply::Patched(json!(minimal())),
+            )],
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::await_change()));
+    let ready = condition(&status_of(&seen), types::READY).clone();
+    assert_eq!(ready.reason, reasons::INVALID_SPEC);
+    assert!(ready.message.contains("metadata.name"), "{}", ready.message);
+    assert!(h.db.calls().is_empty(), "nothing touched");
+}
+
+/// A full pass whose Deployment apply the API server answers with `reply`.
+fn pass_failing_at_the_deployment(reply: Reply) -> Vec<Call> {
+    let mut calls = full_pass(Some(own_secret()), reply, false);
+    calls.truncate(5);
+    calls
+}
+
+#[tokio::test]
+async fn a_refused_apply_becomes_a_condition_and_a_warning_not_a_hot_loop() {
+    let h = Harness::new();
+    let message = "Deployment.apps \"acme\" is invalid: spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: \"lots\": quantities must match the regular expression";
+    let mut calls =
+        pass_failing_at_the_deployment(Reply::Status(422, "Invalid", message.to_owned()));
+    calls.push(status_patch());
+    let (result, seen) = h.run(minimal(), calls).await;
+    // A slow re-check, not an error (which would retry with a fast backoff).
+    assert!(
+        matches!(result, Ok(ref a) if *a == Action::requeue(Duration::from_secs(300))),
+        "{result:?}"
+    );
+    let status = status_of(&seen);
+    let w = condition(&status, types::WORKLOAD_READY);
+    assert_eq!(
+        (w.status.as_str(), w.reason.as_str()),
+        ("False", reasons::APPLY_REFUSED)
+    );
+    for part in ["Deployment", "\"acme\"", "resources.requests[cpu]", "422"] {
+        assert!(w.message.contains(part), "{part}: {}", w.message);
+    }
+    let ready = condition(&status, types::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reasons::APPLY_REFUSED)
+    );
+    assert!(
+        h.events.0.lock().unwrap().iter().any(|e| e.warning
+            && e.reason == reasons::APPLY_REFUSED
+            && e.note.contains("requests[cpu]")),
+        "{:?}",
+        h.events.0.lock().unwrap()
+    );
+    // The database step ran, so DatabaseReady says so.
+    assert_eq!(condition(&status, types::DATABASE_READY).status, "True");
+
+    // Refused again with a different field: the status says which, and a new Warning.
+    let mut again = minimal();
+    again.status = Some(status);
+    let other = "PodDisruptionBudget.policy \"acme\" is invalid: metadata.name: Invalid value";
+    let mut calls = full_pass(Some(own_secret()), ready_deployment_status(2), false);
+    calls.truncate(7);
+    calls.insert(
+        7,
+        call(
+            "PATCH",
+            path("PodDisruptionBudget", "acme"),
+            Reply::Status(400, "BadRequest", other.to_owned()),
+        ),
+    );
+    calls.push(status_patch());
+    let (result, seen) = h.run(again, calls).await;
+    assert!(result.is_ok());
+    let w = condition(&status_of(&seen), types::WORKLOAD_READY).clone();
+    assert!(w.message.contains("PodDisruptionBudget"), "{}", w.message);
+    let warnings = h
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.warning && e.reason == reasons::APPLY_REFUSED)
+        .count();
+    assert_eq!(warnings, 2);
+}
+
+#[tokio::test]
+async fn transient_apply_errors_go_to_backoff() {
+    for (code, reason) in [
+        (500, "InternalError"),
+        (409, "Conflict"),
+        (429, "TooManyRequests"),
+    ] {
+        let h = Harness::new();
+        let calls = pass_failing_at_the_deployment(Reply::Status(code, reason, "try again".into()));
+        // No status write: the error policy retries with backoff.
+        let (result, _) = h.run(minimal(), calls).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.category(), "kubernetes", "{code}");
+    }
+}
+
+#[tokio::test]
+async fn the_database_step_runs_only_when_something_asks_for_it() {
+    let h = Harness::new();
+    let provisions = |h: &Harness| {
+        h.db.calls()
+            .iter()
+            .filter(|c| c.starts_with("provision"))
+            .count()
+    };
+    let (_, first) = h
+        .run(
+            minimal(),
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        )
+        .await;
+    assert_eq!(provisions(&h), 1);
+    let status = status_of(&first);
+    let url = data_of(
+        body_of(&first, "PATCH", &path("Secret", "acme-credentials")),
+        "DATABASE_URL",
+    );
+
+    // A Deployment status change triggers a pass: same generation, database ready,
+    // within the resync: no database step, and the children get the same credentials.
+    let mut same = minimal();
+    same.status = Some(status.clone());
+    let (result, second) = h
+        .run(
+            same.clone(),
+            full_pass(Some(own_secret()), ready_deployment_status(2), false),
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(300))));
+    assert_eq!(provisions(&h), 1, "skipped: {:?}", h.db.calls());
+    let again = data_of(
+        body_of(&second, "PATCH", &path("Secret", "acme-credentials")),
+        "DATABASE_URL",
+    );
+    assert_eq!(again, url);
+
+    // A new generation: runs.
+    let mut edited = same.clone();
+    edited.metadata.generation = Some(2);
+    h.run(
+        edited,
+        full_pass(Some(own_secret()), ready_deployment_status(2), true),
+    )
+    .await
+    .0
+    .unwrap();
+    assert_eq!(provisions(&h), 2);
+
+    // The resync timer: runs again once RESYNC has passed since the last step.
+    let mut two = same.clone();
+    two.metadata.generation = Some(2);
+    two.status.as_mut().unwrap().observed_generation = Some(2);
+    let later = now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(299))
+        .unwrap();
+    let calls = full_pass(Some(own_secret()), ready_deployment_status(2), true);
+    h.run_at(two.clone(), calls, later).await.0.unwrap();
+    assert_eq!(provisions(&h), 2, "within the resync");
+    let later = now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(300))
+        .unwrap();
+    let calls = full_pass(Some(own_secret()), ready_deployment_status(2), true);
+    h.run_at(two.clone(), calls, later).await.0.unwrap();
+    assert_eq!(provisions(&h), 3, "resync");
+
+    // DatabaseReady not True: runs.
+    let mut not_ready = two;
+    let conditions = &mut not_ready.status.as_mut().unwrap().conditions;
+    conditions::set(
+        conditions,
+        types::DATABASE_READY,
+        conditions::Status::False,
+        reasons::DATABASE_UNAVAILABLE,
+        "down",
+        Some(2),
+        now(),
+    );
+    let calls = full_pass(Some(own_secret()), ready_deployment_status(2), true);
+    h.run_at(not_ready, calls, later).await.0.unwrap();
+    assert_eq!(provisions(&h), 4, "not ready");
+}
+
+#[tokio::test]
+async fn an_index_rebuild_runs_in_the_background_and_is_reported() {
+    let h = Harness::new();
+    let t = tenant(
+        json!({"database": {"connectionSecretRef": {"name": "acme-postgres"}, "schema": "acme",
+                            "hnsw": {"m": 32, "efConstruction": 128}}}),
+    );
+    // The pass starts the rebuild and returns without waiting for it.
+    let (result, seen) = tokio::time::timeout(
+        Duration::from_secs(10),
+        h.run(
+            t.clone(),
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        ),
+    )
+    .await
+    .expect("the pass waited for the rebuild");
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(15))));
+    let status = status_of(&seen);
+    let d = condition(&status, types::DATABASE_READY);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", reasons::INDEX_REBUILDING)
+    );
+    assert!(d.message.contains("m=32"), "{}", d.message);
+    assert_eq!(
+        condition(&status, types::READY).status,
+        "True",
+        "the old index serves"
+    );
+    assert_eq!(
+        status.index.map(|i| (i.m, i.ef_construction)),
+        Some((16, 64))
+    );
+
+    // While it runs, a pass neither provisions nor starts a second rebuild.
+    let mut running = t.clone();
+    running.status = Some(status.clone());
+    h.run(
+        running.clone(),
+        full_pass(Some(own_secret()), ready_deployment_status(2), false),
+    )
+    .await
+    .0
+    .unwrap();
+    assert_eq!(
+        h.db.calls()
+            .iter()
+            .filter(|c| c.starts_with("rebuild"))
+            .count(),
+        1,
+        "{:?}",
+        h.db.calls()
+    );
+    // An edit meanwhile provisions (a rotated password must not wait for the index),
+    // still without a second rebuild.
+    let mut edited = running.clone();
+    edited.metadata.generation = Some(2);
+    let (result, seen) = h
+        .run(
+            edited,
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(15))));
+    assert_eq!(
+        condition(&status_of(&seen), types::DATABASE_READY).reason,
+        reasons::INDEX_REBUILDING
+    );
+    assert_eq!(h.db.calls().len(), 3, "{:?}", h.db.calls());
+
+    // Done: the next pass reports it and reads the new parameters back.
+    h.db.rebuild_gate.add_permits(1);
+    for _ in 0..100 {
+        if *h.db.index.lock().unwrap() != IndexParams::default() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (result, seen) = h
+        .run(
+            running,
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(300))));
+    let status = status_of(&seen);
+    let d = condition(&status, types::DATABASE_READY);
+    assert_eq!(d.reason, reasons::SCHEMA_PROVISIONED);
+    assert_eq!(
+        status.index.map(|i| (i.m, i.ef_construction)),
+        Some((32, 128))
+    );
+    assert!(h.events.reasons().contains(&"IndexRebuilt".to_owned()));
+    let provision = format!("provision {ADMIN_URL} team-a/acme acme m=32 ef=128");
+    assert_eq!(
+        h.db.calls(),
+        [
+            provision.clone(),
+            "rebuild acme m=32 ef=128".to_owned(),
+            provision.clone(),
+            provision,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_index_rebuild_is_reported_and_not_retried_before_the_resync() {
+    let h = Harness::new();
+    *h.db.fail_rebuild.lock().unwrap() = true;
+    let t = tenant(
+        json!({"database": {"connectionSecretRef": {"name": "acme-postgres"}, "schema": "acme",
+                            "hnsw": {"m": 32, "efConstruction": 128}}}),
+    );
+    let (_, seen) = h
+        .run(
+            t.clone(),
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        )
+        .await;
+    h.db.rebuild_gate.add_permits(1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut t2 = t.clone();
+    t2.status = Some(status_of(&seen));
+    let (result, seen) = h
+        .run(
+            t2,
+            full_pass(Some(own_secret()), ready_deployment_status(2), true),
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(300))));
+    let d = condition(&status_of(&seen), types::DATABASE_READY).clone();
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", reasons::INDEX_REBUILD_FAILED)
+    );
+    assert!(
+        h.events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.warning && e.reason == "IndexRebuildFailed")
+    );
+    let rebuilds =
+        h.db.calls()
+            .iter()
+            .filter(|c| c.starts_with("rebuild"))
+            .count();
+    assert_eq!(rebuilds, 1, "no hot loop of rebuilds");
+}
+
+fn retained_secret(for_tenant: &str) -> Secret {
+    let mut s = secret(
+        "acme-credentials",
+        &[
+            ("SECRET_KEY", &"k".repeat(64)),
+            ("ADMIN_API_KEY", &"a".repeat(48)),
+            ("TEMPLATE_KEY", &"t".repeat(64)),
+            ("DATABASE_PASSWORD", &"p".repeat(32)),
+        ],
+        false,
+    );
+    s.metadata.annotations = Some(BTreeMap::from([(
+        "faceid.dev/retained-for".into(),
+        for_tenant.into(),
+    )]));
+    s.metadata.resource_version = Some("42".into());
+    s
+}
+
+#[tokio::test]
+async fn a_recreated_tenant_adopts_its_retained_secret_and_reuses_every_value() {
+    let h = Harness::new();
+    let mut t = minimal();
+    t.metadata.uid = Some("uid-of-the-new-tenant".into());
+    let kept = retained_secret("team-a/acme");
+    let mut calls = full_pass(Some(kept.clone()), ready_deployment_status(2), true);
+    calls.insert(
+        2,
+        call(
+            "PATCH",
+            path("Secret", "acme-credentials"),
+            Reply::Patched(json!(kept)),
+        ),
+    );
+    let (result, seen) = h.run(t, calls).await;
+    assert!(result.is_ok(), "{result:?}");
+    // Adoption: a conditional merge patch adds the new tenant's controller reference and
+    // removes the mark.
+    let adopt = &seen[2];
+    assert_eq!(adopt.content_type, "application/merge-patch+json");
+    let meta = &adopt.body["metadata"];
+    assert_eq!(meta["resourceVersion"], "42");
+    assert_eq!(meta["ownerReferences"][0]["uid"], "uid-of-the-new-tenant");
+    assert_eq!(meta["ownerReferences"][0]["controller"], true);
+    assert!(meta["annotations"]["faceid.dev/retained-for"].is_null());
+    // Every value is reused: enrolled faces (TEMPLATE_KEY) and the role's password.
+    // The server-side apply that follows (the second PATCH of the Secret).
+    let applied = &seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.path == path("Secret", "acme-credentials"))
+        .nth(1)
+        .unwrap()
+        .body;
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["uid"],
+        "uid-of-the-new-tenant"
+    );
+    for (key, value) in [
+        ("SECRET_KEY", "k".repeat(64)),
+        ("ADMIN_API_KEY", "a".repeat(48)),
+        ("TEMPLATE_KEY", "t".repeat(64)),
+        ("DATABASE_PASSWORD", "p".repeat(32)),
+    ] {
+        assert_eq!(data_of(applied, key), value, "{key}");
+    }
+    assert!(data_of(applied, "DATABASE_URL").contains(&"p".repeat(32)));
+    let reasons = h.events.reasons();
+    assert!(
+        reasons.contains(&"CredentialsAdopted".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.contains(&"CredentialsGenerated".to_owned()),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        condition(&status_of(&seen), types::SECRETS_READY).status,
+        "True"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_retained_for_another_tenant_stays_refused() {
+    for foreign in [
+        retained_secret("team-b/acme"),
+        secret("acme-credentials", &[("SECRET_KEY", "theirs")], false),
+    ] {
+        let h = Harness::new();
+        let (result, seen) = h
+            .run(
+                minimal(),
+                vec![
+                    call(
+                        "GET",
+                        path("Secret", "acme-postgres"),
+                        Reply::Json(json!(db_secret())),
+                    ),
+                    call(
+                        "GET",
+                        path("Secret", "acme-credentials"),
+                        Reply::Json(json!(foreign)),
+                    ),
+                    status_patch(),
+                ],
+            )
+            .await;
+        assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(300))));
+        let s = condition(&status_of(&seen), types::SECRETS_READY).clone();
+        assert_eq!(s.reason, reasons::SECRET_NOT_OWNED);
+        assert!(
+            s.message.contains("faceid.dev/retained-for=team-a/acme"),
+            "{}",
+            s.message
+        );
+        assert!(h.db.calls().is_empty());
+    }
+}
+
+/// A live Deployment whose `spec.replicas` (5) was last applied by `manager`.
+fn live_deployment(manager: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "acme", "namespace": NS, "generation": 3, "managedFields": [{
+            "manager": manager, "operation": "Apply", "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}
+        }]},
+        "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "x"}},
+                 "template": {"metadata": {}, "spec": {"containers": []}}},
+    })
+}
+
+fn autoscaled() -> FaceIdTenant {
+    tenant(
+        json!({"database": {"connectionSecretRef": {"name": "acme-postgres"}, "schema": "acme"},
+               "workload": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}),
+    )
+}
+
+#[tokio::test]
+async fn turning_autoscaling_on_hands_replicas_over_without_dropping_them() {
+    let h = Harness::new();
+    let mut calls = full_pass(Some(own_secret()), ready_deployment_status(5), true);
+    calls[6] = call(
+        "PATCH",
+        path("HorizontalPodAutoscaler", "acme"),
+        Reply::Echo(json!({})),
+    );
+    // The operator's manager owns spec.replicas (applied while autoscaling was off):
+    // the current count is applied under the handover manager first.
+    calls.insert(
+        4,
+        call(
+            "GET",
+            path("Deployment", "acme"),
+            Reply::Json(live_deployment("faceid-operator")),
+        ),
+    );
+    calls.insert(
+        5,
+        call(
+            "PATCH",
+            path("Deployment", "acme"),
+            Reply::Json(live_deployment("faceid-operator")),
+        ),
+    );
+    let (result, seen) = h.run(autoscaled(), calls).await;
+    assert!(result.is_ok(), "{result:?}");
+    let handover = &seen[5];
+    assert_eq!(handover.content_type, "application/apply-patch+yaml");
+    assert!(
+        handover
+            .query
+            .contains("fieldManager=faceid-operator-autoscaling-handover"),
+        "{}",
+        handover.query
+    );
+    assert_eq!(
+        handover.body["spec"],
+        json!({"replicas": 5}),
+        "{}",
+        handover.body
+    );
+    let main = &seen[6];
+    assert!(
+        main.query
+            .split('&')
+            .any(|p| p == "fieldManager=faceid-operator"),
+        "{}",
+        main.query
+    );
+    assert!(main.body["spec"].get("replicas").is_none(), "{}", main.body);
+    assert!(main.body["spec"]["template"].is_object());
+}
+
+#[tokio::test]
+async fn no_handover_once_the_operator_no_longer_sets_replicas() {
+    let h = Harness::new();
+    let mut calls = full_pass(Some(own_secret()), ready_deployment_status(5), true);
+    calls[6] = call(
+        "PATCH",
+        path("HorizontalPodAutoscaler", "acme"),
+        Reply::Echo(json!({})),
+    );
+    calls.insert(
+        4,
+        call(
+            "GET",
+            path("Deployment", "acme"),
+            Reply::Json(live_deployment("kube-controller-manager")),
+        ),
+    );
+    let (result, seen) = h.run(autoscaled(), calls).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path == path("Deployment", "acme") && s.method == "PATCH")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn turning_autoscaling_off_sets_replicas_again_and_removes_the_autoscaler() {
+    let h = Harness::new();
+    let mut calls = full_pass(Some(own_secret()), ready_deployment_status(2), true);
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "acme", "namespace": NS, "ownerReferences": [{
+            "apiVersion": "faceid.dev/v1alpha1", "kind": "FaceIdTenant", "name": NAME,
+            "uid": UID, "controller": true}]},
+        "spec": {"maxReplicas": 6, "scaleTargetRef": {"kind": "Deployment", "name": "acme"}}});
+    calls[6] = call(
+        "GET",
+        path("HorizontalPodAutoscaler", "acme"),
+        Reply::Json(hpa.clone()),
+    );
+    calls.insert(
+        7,
+        call(
+            "DELETE",
+            path("HorizontalPodAutoscaler", "acme"),
+            Reply::Json(hpa),
+        ),
+    );
+    let (result, seen) = h.run(minimal(), calls).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        body_of(&seen, "PATCH", &path("Deployment", "acme"))["spec"]["replicas"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_the_lease_writes_nothing() {
+    let h = Harness::new();
+    *h.leader.lock().unwrap() = false;
+    let (result, seen) = h.run(minimal(), vec![]).await;
+    assert_eq!(result.unwrap_err().category(), "leadership");
+    assert!(seen.is_empty());
+    assert!(h.db.calls().is_empty());
 }
