@@ -40,7 +40,7 @@ die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------- build
 build_stamp() {
-  cat "$MODULE/go.mod" "$MODULE/go.sum" "$MODULE"/cmd/*/*.go | sha256sum | cut -c1-16
+  { echo "ldflags: version"; cat "$MODULE/go.mod" "$MODULE/go.sum" "$MODULE"/cmd/*/*.go; } | sha256sum | cut -c1-16
   go version
 }
 
@@ -57,7 +57,17 @@ build() {
   local start=$SECONDS
   # -trimpath keeps machine paths out of the binaries; the caches stay Go's defaults, so
   # a fresh clone on the same machine reuses them.
-  (cd "$MODULE" && go build -trimpath -o "$BIN/" ./cmd/etcd \
+  # The version Kubernetes' own build stamps in (hack/lib/version.sh): Helm and kubectl
+  # read it to check a chart's kubeVersion and the version skew.
+  local version major minor pkg flags=""
+  version=$(cd "$MODULE" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  major=${version#v}; major=${major%%.*}
+  minor=${version#v*.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$MODULE" && go build -trimpath -ldflags "$flags" -o "$BIN/" ./cmd/etcd \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok)
   printf '%s\n' "$stamp" >"$BIN/.stamp"

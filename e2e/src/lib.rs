@@ -3,6 +3,7 @@
 //! photo into a camera feed for Chromium.
 
 pub mod bench;
+pub mod control_plane;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -152,3 +152,13 @@ fn footprint_smoke() {
     assert!(out.contains("time to /ready 200"), "{out}");
     assert!(out.contains("**Targets:**"), "{out}");
 }
+
+#[test]
+fn operator_scale_smoke() {
+    platform();
+    // The operator built beside this test, on the control plane of scripts/kube.sh.
+    let operator = faceid_e2e::control_plane::operator_binary().unwrap();
+    let out = bench(&["operator-scale", "--operator", operator.to_str().unwrap()]);
+    assert!(out.contains("## Operator at scale"), "{out}");
+    assert!(out.contains("| 3 |"), "{out}");
+}

@@ -66,6 +66,9 @@ pub mod reasons {
     pub const DEPLOYMENT_AVAILABLE: &str = "DeploymentAvailable";
     /// WorkloadReady: replicas are starting or failing their readiness probe.
     pub const DEPLOYMENT_PROGRESSING: &str = "DeploymentProgressing";
+    /// The Deployment's rollout exceeded its `progressDeadlineSeconds`
+    /// (the Deployment's own `Progressing=False ProgressDeadlineExceeded`).
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// WorkloadReady: the API server refused a child object (an invalid quantity, an
     /// annotation key, a name too long...); the message names the object and the field.
     pub const APPLY_REFUSED: &str = "ApplyRefused";

@@ -1659,6 +1659,14 @@ pub fn workload_condition(
             reasons::SCALED_TO_ZERO,
             "spec.workload.replicas is 0: scale up to serve".to_owned(),
         )
+    } else if let Some(stuck) = deadline_exceeded(deployment) {
+        (
+            Status::False,
+            reasons::PROGRESS_DEADLINE_EXCEEDED,
+            format!(
+                "rollout stuck: {stuck} ({ready}/{wanted} replicas ready, {updated} updated); see `kubectl describe deployment {name}` and the new pods' events and logs"
+            ),
+        )
     } else if observed && ready >= wanted && updated >= wanted {
         (
             Status::True,
@@ -1683,6 +1691,29 @@ pub fn workload_condition(
         generation,
         now,
     );
+}
+
+/// The Deployment controller's message when the current rollout exceeded its progress
+/// deadline (`Progressing=False`, reason `ProgressDeadlineExceeded`).
+fn deadline_exceeded(deployment: &Deployment) -> Option<String> {
+    let status = deployment.status.as_ref()?;
+    let observed =
+        status.observed_generation.unwrap_or(0) >= deployment.meta().generation.unwrap_or(0);
+    status
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| {
+            observed
+                && c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "progress deadline exceeded".to_owned())
+        })
 }
 
 /// Why deletion cleanup did not finish, and what to do by hand if it never does.
@@ -1821,9 +1852,19 @@ async fn drop_database(tenant: &FaceIdTenant, ctx: &Context) -> Result<Result<()
         }
     }
     .or_else(|| ctx.cached_admin_url(&key));
-    let failure = |permanent, message| CleanupFailure {
-        permanent,
-        message,
+    // A tenant that never finished provisioning (no `status.schema`) left nothing known
+    // in the database: when the database cannot be reached either, waiting for it would
+    // only hold up the deletion (of its namespace too), so the first failure is final.
+    let never_provisioned = tenant.status.as_ref().is_none_or(|s| s.schema.is_none());
+    let failure = |permanent: bool, message: String| CleanupFailure {
+        permanent: permanent || never_provisioned,
+        message: if never_provisioned {
+            format!(
+                "{message} (the tenant never finished provisioning: nothing of it is known to be in the database)"
+            )
+        } else {
+            message
+        },
         manual: manual_drop(schema),
     };
     let Some(url) = url else {

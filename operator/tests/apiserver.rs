@@ -1,12 +1,9 @@
-//! The generated CRD against the real upstream apiextensions-apiserver (the code that
-//! serves CRDs inside kube-apiserver), started by `scripts/test.sh` from
-//! `../shared/tools/kube-crd-server` and reached through `KUBE_CRD_SERVER_KUBECONFIG`:
-//! OpenAPI validation and defaulting, the CEL rules, schema immutability, the status and
-//! scale subresources, printer columns, server-side apply of status under the
-//! operator's field manager, and finalizers.
-//!
-//! That server serves no core kinds (no Secrets, Deployments, Events), so the
-//! reconciler's child objects are covered by `reconciler.rs` against a mocked API.
+//! The generated CRD against the real kube-apiserver of the local control plane
+//! (`scripts/kube.sh start`, which `scripts/test.sh` runs; `FACEID_KUBECONFIG` or
+//! `.dev/kube/admin.kubeconfig`): OpenAPI validation and defaulting, the CEL rules,
+//! schema immutability, the status and scale subresources, printer columns, server-side
+//! apply of status under the operator's field manager, and finalizers. No operator runs
+//! here: the reconciler against the same control plane is `e2e/tests/control_plane.rs`.
 
 // Test code: a failed unwrap or panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -23,9 +20,16 @@ use serde_json::json;
 const MANAGER: &str = "faceid-operator";
 
 async fn client() -> Client {
-    let path = std::env::var("KUBE_CRD_SERVER_KUBECONFIG").unwrap_or_else(|_| {
-        panic!("KUBE_CRD_SERVER_KUBECONFIG is not set: scripts/test.sh starts the real apiextensions-apiserver and sets it")
-    });
+    let path = std::env::var_os("FACEID_KUBECONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.dev/kube/admin.kubeconfig")
+        });
+    assert!(
+        path.exists(),
+        "{} missing: start the local control plane (`scripts/kube.sh start`; scripts/test.sh does)",
+        path.display()
+    );
     let kubeconfig = Kubeconfig::read_from(&path).unwrap();
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -94,11 +98,16 @@ async fn create(
 }
 
 #[tokio::test]
-#[ignore = "needs the real apiextensions-apiserver: scripts/test.sh builds and starts it, then runs this test"]
 async fn the_crd_behaves_as_documented_on_a_real_apiserver() {
     let client = client().await;
     install_crd(&client).await;
     let ns = format!("t{}", std::process::id());
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
     let api: Api<FaceIdTenant> = Api::namespaced(client.clone(), &ns);
 
     // Valid: defaults filled in by the server.

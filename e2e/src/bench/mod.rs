@@ -6,6 +6,7 @@
 
 pub mod footprint;
 pub mod http;
+pub mod operator_scale;
 pub mod pipeline;
 pub mod reference;
 pub mod side_by_side;

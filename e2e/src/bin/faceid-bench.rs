@@ -99,6 +99,21 @@ enum Cmd {
         #[arg(long)]
         decay: Option<f64>,
     },
+    /// The operator on the local control plane (`scripts/kube.sh start`): N tenants at
+    /// once on one PostgreSQL; time until all are Ready, API requests and reconciles per
+    /// tenant, operator memory.
+    OperatorScale {
+        /// Tenants created at once (default 200; smoke 3).
+        #[arg(long)]
+        tenants: Option<usize>,
+        /// The faceid-operator binary (default: target/release, else target/debug).
+        #[arg(long)]
+        operator: Option<PathBuf>,
+        /// Quiet seconds after all are Ready, in which requests are counted (default 60;
+        /// smoke 5).
+        #[arg(long)]
+        settle_seconds: Option<u64>,
+    },
     /// Resident memory after start and under load; time from start to /ready 200.
     Footprint {
         /// Starts timed.
@@ -247,6 +262,23 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 keep,
                 hnsw: m.zip(ef_construction),
                 decay,
+            })
+            .await
+        }
+        Cmd::OperatorScale {
+            tenants,
+            operator,
+            settle_seconds,
+        } => {
+            bench::operator_scale::run(&bench::operator_scale::Options {
+                tenants: tenants.unwrap_or(if smoke { 3 } else { 200 }),
+                operator,
+                settle: std::time::Duration::from_secs(settle_seconds.unwrap_or(if smoke {
+                    5
+                } else {
+                    60
+                })),
+                timeout: std::time::Duration::from_secs(900),
             })
             .await
         }
