@@ -398,6 +398,7 @@ wait "$child"
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid.to_string())
+            .stderr(Stdio::null())
             .status()?;
         if !status.success() {
             bail!("kill -{signal} {} failed", self.pid);
