@@ -1136,7 +1136,7 @@ async fn twenty_tenants_at_once() {
             let not_ready: Vec<String> = list
                 .items
                 .iter()
-                .filter(|t| !condition(t, "Ready").is_some_and(|(s, _, _)| s == "True"))
+                .filter(|t| condition(t, "Ready").is_none_or(|(s, _, _)| s != "True"))
                 .map(|t| format!("{}: {}", t.name_any(), describe(t)))
                 .collect();
             Ok(if list.items.len() == 20 && not_ready.is_empty() {

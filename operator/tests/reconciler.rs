@@ -1069,7 +1069,7 @@ async fn a_failing_delete_cleanup_retries_then_gives_up_without_blocking_deletio
     // Within the cleanup timeout: the finalizer stays, status says why, error → backoff.
     let (result, seen) = h
         .run(
-            deleting(minimal(), "Delete", deleted_at),
+            deleting(provisioned(), "Delete", deleted_at),
             vec![
                 call(
                     "GET",
@@ -1095,7 +1095,7 @@ async fn a_failing_delete_cleanup_retries_then_gives_up_without_blocking_deletio
         .unwrap();
     let (result, _, _) = h
         .run_at(
-            deleting(minimal(), "Delete", deleted_at),
+            deleting(provisioned(), "Delete", deleted_at),
             vec![
                 call("GET", path("Secret", "acme-postgres"), Reply::NotFound),
                 remove_finalizer(),
@@ -1108,6 +1108,46 @@ async fn a_failing_delete_cleanup_retries_then_gives_up_without_blocking_deletio
     assert!(abandoned.warning && abandoned.reason == "CleanupAbandoned");
     assert!(
         abandoned.note.contains("DROP SCHEMA \"acme\" CASCADE"),
+        "{}",
+        abandoned.note
+    );
+}
+
+/// A tenant whose database step succeeded at least once (`status.schema` recorded).
+fn provisioned() -> FaceIdTenant {
+    let mut t = minimal();
+    t.status = Some(FaceIdTenantStatus {
+        schema: Some("acme".into()),
+        ..FaceIdTenantStatus::default()
+    });
+    t
+}
+
+#[tokio::test]
+async fn a_never_provisioned_tenant_with_an_unreachable_database_is_released_at_once() {
+    // Deleting its namespace must not wait out the cleanup timeout for a database that
+    // never held anything of it.
+    let h = Harness::new();
+    *h.db.fail.lock().unwrap() = Some(unavailable);
+    let (result, _) = h
+        .run(
+            deleting(minimal(), "Delete", now()),
+            vec![
+                call(
+                    "GET",
+                    path("Secret", "acme-postgres"),
+                    Reply::Json(json!(db_secret())),
+                ),
+                remove_finalizer(),
+            ],
+        )
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let abandoned = h.events.0.lock().unwrap().last().cloned().unwrap();
+    assert!(abandoned.warning && abandoned.reason == "CleanupAbandoned");
+    assert!(
+        abandoned.note.contains("never finished provisioning")
+            && abandoned.note.contains("DROP SCHEMA \"acme\" CASCADE"),
         "{}",
         abandoned.note
     );
