@@ -67,7 +67,7 @@ build() {
     flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  (cd "$MODULE" && go build -trimpath -ldflags "$flags" -o "$BIN/" ./cmd/etcd \
+  (cd "$MODULE" && go build -trimpath -buildvcs=false -ldflags "$flags" -o "$BIN/" ./cmd/etcd \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok)
   printf '%s\n' "$stamp" >"$BIN/.stamp"
