@@ -16,6 +16,9 @@ pub mod types {
     pub const WORKLOAD_READY: &str = "WorkloadReady";
     /// Face-only (1:N) login is open: informational, it never blocks `Ready`.
     pub const FACE_ONLY_LOGIN: &str = "FaceOnlyLogin";
+    /// The tenant's ServiceMonitor and PrometheusRule (informational: never blocks
+    /// `Ready`; absent while `spec.monitoring.enabled` is false).
+    pub const MONITORING: &str = "Monitoring";
 }
 
 /// Condition reasons (CamelCase, stable: alerts and scripts may match on them).
@@ -69,6 +72,10 @@ pub mod reasons {
     /// The Deployment's rollout exceeded its `progressDeadlineSeconds`
     /// (the Deployment's own `Progressing=False ProgressDeadlineExceeded`).
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// ServiceMonitor and PrometheusRule applied.
+    pub const MONITORING_CONFIGURED: &str = "MonitoringConfigured";
+    /// The cluster does not serve `monitoring.coreos.com/v1` (no Prometheus Operator).
+    pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
     /// WorkloadReady: the API server refused a child object (an invalid quantity, an
     /// annotation key, a name too long...); the message names the object and the field.
     pub const APPLY_REFUSED: &str = "ApplyRefused";
@@ -140,6 +147,12 @@ pub fn set(
 }
 
 /// The condition of type `type_`, if present.
+/// Removes condition `type_` (a condition that no longer applies).
+pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// The condition of `type_`, if present.
 pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }

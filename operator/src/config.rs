@@ -192,6 +192,7 @@ mod tests {
                 cors_origins: vec![],
                 trusted_proxy_hops: 0,
                 network_policy: Default::default(),
+                monitoring: Default::default(),
                 workload: Default::default(),
             },
         );

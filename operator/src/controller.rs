@@ -906,6 +906,7 @@ async fn steps(
     let database = step!(database_step(tenant, ctx, &found, status).await?);
     let desired = resources::build(tenant, &inputs(tenant, ctx, found, database.url));
     let deployment = step!(workload_step(tenant, ctx, &desired).await?);
+    monitoring_step(tenant, ctx, desired.monitoring.as_ref(), status).await?;
     Ok(Step::Continue(Done {
         deployment,
         requeue: database.requeue,
@@ -1550,6 +1551,117 @@ where
         }
     }
     Ok(Step::Continue(()))
+}
+
+/// Applies the tenant's ServiceMonitor and PrometheusRule (`desired`), or deletes its own
+/// when monitoring is off; reported in the informational `Monitoring` condition, which
+/// never blocks `Ready`: a cluster without the Prometheus Operator (the API is not
+/// served) or a refused object is said there and in a Warning Event on the change.
+async fn monitoring_step(
+    tenant: &FaceIdTenant,
+    ctx: &Context,
+    desired: Option<&crate::monitoring::Monitoring>,
+    status: &mut FaceIdTenantStatus,
+) -> Result<()> {
+    use crate::monitoring::{api_resource, controlled_by, name};
+    let ns = tenant.namespace().ok_or(Error::NoNamespace)?;
+    let api = |kind: &str| {
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            ctx.client.clone(),
+            &ns,
+            &api_resource(kind),
+        )
+    };
+    let Some(objects) = desired else {
+        // Only a tenant whose status says monitoring was on can have objects to delete:
+        // the others cost no API call here.
+        if conditions::get(&status.conditions, types::MONITORING).is_none() {
+            return Ok(());
+        }
+        for kind in ["ServiceMonitor", "PrometheusRule"] {
+            let api = api(kind);
+            // A cluster without the API has nothing of ours to delete.
+            if let Ok(Some(old)) = api.get_opt(&name(tenant)).await
+                && controlled_by(&old, tenant)
+            {
+                ctx.may_write()?;
+                api.delete(&name(tenant), &Default::default()).await?;
+            }
+        }
+        conditions::remove(&mut status.conditions, types::MONITORING);
+        return Ok(());
+    };
+    let mut outcome = Ok(());
+    for (kind, obj) in [
+        ("ServiceMonitor", &objects.service_monitor),
+        ("PrometheusRule", &objects.prometheus_rule),
+    ] {
+        ctx.may_write()?;
+        let applied = api(kind)
+            .patch(
+                &name(tenant),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await;
+        match applied {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                outcome = Err((
+                    reasons::PROMETHEUS_OPERATOR_MISSING,
+                    "the cluster does not serve monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule: install the Prometheus Operator's CRDs, or set spec.monitoring.enabled false".to_owned(),
+                ));
+                break;
+            }
+            Err(kube::Error::Api(e)) if is_refusal(e.code) => {
+                outcome = Err((
+                    reasons::APPLY_REFUSED,
+                    format!(
+                        "the API server refused {kind} {:?} ({}): {}",
+                        name(tenant),
+                        e.code,
+                        e.message
+                    ),
+                ));
+                break;
+            }
+            Err(e) => return Err(Error::Kube(e)),
+        }
+    }
+    let (st, reason, message) = match outcome {
+        Ok(()) => (
+            Status::True,
+            reasons::MONITORING_CONFIGURED,
+            format!(
+                "ServiceMonitor and PrometheusRule {:?} applied",
+                name(tenant)
+            ),
+        ),
+        Err((reason, message)) => (Status::False, reason, message),
+    };
+    let before = conditions::get(&status.conditions, types::MONITORING).map(|c| c.reason.clone());
+    if st == Status::False && before.as_deref() != Some(reason) {
+        publish(
+            ctx,
+            tenant,
+            true,
+            reason,
+            "ApplyMonitoring",
+            message.clone(),
+        )
+        .await;
+    }
+    let now = (ctx.now)();
+    conditions::set(
+        &mut status.conditions,
+        types::MONITORING,
+        st,
+        reason,
+        message,
+        tenant.meta().generation,
+        now,
+    );
+    Ok(())
 }
 
 /// Whether `manager`'s server-side apply owns the Deployment's `spec.replicas`.

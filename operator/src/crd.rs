@@ -121,6 +121,9 @@ pub struct FaceIdTenantSpec {
     /// The NetworkPolicy of the tenant's pods.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// Prometheus Operator objects for the tenant (ServiceMonitor, PrometheusRule).
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
     /// Proxies in front of the service that append to `X-Forwarded-For`
     /// (`TRUSTED_PROXY_HOPS`): 1 behind one ingress controller. The client address that
     /// rate limits and lockouts count is then the one the outermost trusted proxy saw;
@@ -295,6 +298,26 @@ impl Default for NetworkPolicySpec {
             ingress_from: Vec::new(),
         }
     }
+}
+
+/// What the tenant gives a Prometheus Operator (`monitoring.coreos.com/v1`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a ServiceMonitor scraping the pods' `/metrics` and a PrometheusRule with the
+    /// tenant's alerts (not Ready, error rate, login latency, lockout spikes, liveness
+    /// rejections). Needs the Prometheus Operator's CRDs in the cluster; without them
+    /// the `Monitoring` condition says so (it never blocks `Ready`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Labels added to both objects, e.g. the `release` label a Prometheus selects
+    /// ServiceMonitors and rules by (at most 16; keys are qualified names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.matches('^([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.matches('^[^/]{1,253}(/|$)'))").message("monitoring.labels keys must be qualified names")
+    )]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Login rules (docs/OPERATOR.md, "Sizing face-only login").
@@ -1101,6 +1124,21 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             field: "spec.workload.podAnnotations",
             message: format!(
                 "{bad_keys:?}: a key must be a qualified name, [prefix/]name, with a DNS subdomain prefix of at most 253 characters and a name of 1-63 characters from A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric"
+            ),
+        });
+    }
+    let bad_labels: Vec<&str> = spec
+        .monitoring
+        .labels
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !is_qualified_name(k))
+        .collect();
+    if !bad_labels.is_empty() || spec.monitoring.labels.len() > 16 {
+        out.push(Invalid {
+            field: "spec.monitoring.labels",
+            message: format!(
+                "at most 16 labels whose keys are qualified names ([prefix/]name); refused: {bad_labels:?}"
             ),
         });
     }

@@ -20,6 +20,7 @@ pub mod health;
 pub mod leader;
 pub mod login;
 pub mod metrics;
+pub mod monitoring;
 pub mod resources;
 
 pub use crd::{FaceIdTenant, FaceIdTenantSpec, FaceIdTenantStatus};

@@ -1,5 +1,7 @@
 //! The operator's own Prometheus metrics. Every label takes values from a small fixed
-//! set (results, error categories, readiness), never a tenant name or an error text.
+//! set (results, error categories, readiness), never an error text; the one per-tenant
+//! gauge (`faceid_operator_tenant_ready`, which the tenants' alerts need) has one series
+//! per existing tenant and drops it when the tenant goes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +39,7 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: HistogramVec,
     tenants: IntGaugeVec,
+    tenant_ready: IntGaugeVec,
     states: Mutex<HashMap<String, Readiness>>,
 }
 
@@ -78,7 +81,15 @@ impl Metrics {
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let tenant_ready = IntGaugeVec::new(
+            Opts::new(
+                "faceid_operator_tenant_ready",
+                "1 while a FaceIdTenant is Ready, 0 otherwise (paused included)",
+            ),
+            &["tenant_namespace", "tenant_name"],
+        )?;
         registry.register(Box::new(tenants.clone()))?;
+        registry.register(Box::new(tenant_ready.clone()))?;
         for r in [Readiness::Ready, Readiness::NotReady, Readiness::Paused] {
             tenants.with_label_values(&[r.label()]).set(0);
         }
@@ -88,6 +99,7 @@ impl Metrics {
             failures,
             duration,
             tenants,
+            tenant_ready,
             states: Mutex::new(HashMap::new()),
         })
     }
@@ -112,12 +124,17 @@ impl Metrics {
         let Ok(mut states) = self.states.lock() else {
             return;
         };
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
         match state {
             Some(s) => {
                 states.insert(key.to_owned(), s);
+                self.tenant_ready
+                    .with_label_values(&[namespace, name])
+                    .set(i64::from(s == Readiness::Ready));
             }
             None => {
                 states.remove(key);
+                let _ = self.tenant_ready.remove_label_values(&[namespace, name]);
             }
         }
         for r in [Readiness::Ready, Readiness::NotReady, Readiness::Paused] {
@@ -163,10 +180,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("faceid_operator_reconcile_failures_total{category=\"database\"} 1"));
-        m.set_tenant("a/x", None);
         assert!(
-            m.render()
-                .contains("faceid_operator_tenants{ready=\"true\"} 1")
+            text.contains(
+                "faceid_operator_tenant_ready{tenant_name=\"y\",tenant_namespace=\"a\"} 1"
+            ),
+            "{text}"
         );
+        m.set_tenant("a/x", None);
+        let text = m.render();
+        assert!(text.contains("faceid_operator_tenants{ready=\"true\"} 1"));
+        assert!(!text.contains("tenant_name=\"x\""), "{text}");
     }
 }

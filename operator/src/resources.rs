@@ -139,6 +139,8 @@ pub struct Desired {
     pub disruption_budget: PodDisruptionBudget,
     /// Inbound traffic to the pods: the HTTP port only; `None` when disabled.
     pub network_policy: Option<NetworkPolicy>,
+    /// ServiceMonitor and PrometheusRule, only when `spec.monitoring.enabled`.
+    pub monitoring: Option<crate::monitoring::Monitoring>,
 }
 
 fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
@@ -173,6 +175,7 @@ pub fn build(tenant: &FaceIdTenant, inputs: &Inputs) -> Desired {
         autoscaler: autoscaler(tenant),
         disruption_budget: disruption_budget(tenant),
         network_policy: network_policy(tenant),
+        monitoring: crate::monitoring::build(tenant),
     }
 }
 

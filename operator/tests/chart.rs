@@ -49,6 +49,8 @@ const ALL_ON: &[&str] = &[
     "serviceMonitor.enabled=true",
     "--set",
     "networkPolicy.enabled=true",
+    "--set",
+    "grafanaDashboard.enabled=true",
 ];
 
 #[test]
@@ -134,6 +136,7 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
             "RoleBinding" => drop(parse::<RoleBinding>(doc)),
             "PodDisruptionBudget" => drop(parse::<PodDisruptionBudget>(doc)),
             "NetworkPolicy" => drop(parse::<NetworkPolicy>(doc)),
+            "ConfigMap" => drop(parse::<k8s_openapi::api::core::v1::ConfigMap>(doc)),
             "CustomResourceDefinition" => drop(parse::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(doc)),
             "ServiceMonitor" => assert_eq!(doc["apiVersion"].as_str(), Some("monitoring.coreos.com/v1")),
             other => panic!("unexpected kind {other} in the chart"),
@@ -177,6 +180,67 @@ fn optional_parts_are_off_by_default() {
             .iter()
             .any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "NetworkPolicy")
     );
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ConfigMap"),
+        "no dashboard by default"
+    );
+}
+
+/// The Grafana dashboard ships as a ConfigMap with the sidecar's label; it is valid JSON
+/// and every query names a series the service or the operator really exports.
+#[test]
+fn the_grafana_dashboard_renders_and_queries_series_that_exist() {
+    let docs = render(&["--set", "grafanaDashboard.enabled=true"]);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(
+        cm["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    let json = cm["data"]["faceid-tenants.json"].as_str().unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(json).expect("dashboard JSON");
+    assert_eq!(dashboard["uid"], "faceid-tenants");
+    let exported = [
+        include_str!("../../service/src/metrics.rs"),
+        include_str!("../src/metrics.rs"),
+    ]
+    .concat();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "{expr}"
+            );
+            for metric in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("faceid_"))
+            {
+                let base = metric.trim_end_matches("_bucket");
+                assert!(
+                    exported.contains(&format!("\"{base}\"")),
+                    "{}: {base} is not exported",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    // Renamed label: the dashboard follows another sidecar's selector.
+    let docs = render(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.label=dashboards",
+    ]);
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(cm["metadata"]["labels"]["dashboards"].as_str(), Some("1"));
 }
 
 #[test]
