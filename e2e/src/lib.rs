@@ -59,10 +59,135 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-/// A `faceid serve` process, killed when dropped.
+/// A child process run under a watchdog that kills it as soon as the process that
+/// started it is gone, however that process ended: a failed assertion, a panic, a
+/// `std::process::exit`, a SIGKILL, a value held in a `static` whose `Drop` never runs.
+///
+/// The watchdog is a `bash` wrapper: it starts the command in the background, writes the
+/// command's pid to a file, then every half second checks that its own parent is still
+/// the test process (a dead parent's children are re-parented at once, before anyone
+/// reaps it) and that the command still runs; when the parent is gone it SIGKILLs the
+/// command. The wrapper exits with the command's status, so [`Guarded::try_wait`] and
+/// [`Guarded::wait`] report the command's own exit. Dropping the value kills the command.
+/// As a background job of a non-interactive shell the command ignores SIGINT: stop it
+/// with SIGTERM ([`Guarded::signal`]) or SIGKILL ([`Guarded::kill`]).
+#[derive(Debug)]
+pub struct Guarded {
+    wrapper: Child,
+    pid: u32,
+}
+
+/// The watchdog script: `$1` is the parent's pid, `$2` the pid file, the rest the command.
+const WATCHDOG: &str = r#"
+parent=$1 pid_file=$2
+shift 2
+"$@" & child=$!
+echo "$child" > "$pid_file"
+alive() {
+    local _pid _comm _state ppid _rest
+    read -r _pid _comm _state ppid _rest < /proc/$$/stat || return 1
+    [ "$ppid" = "$parent" ] && kill -0 "$child" 2>/dev/null
+}
+while alive; do sleep 0.5; done
+kill -9 "$child" 2>/dev/null
+wait "$child"
+"#;
+
+/// Spawns `program` under the watchdog of [`Guarded`]; `build` adds the arguments,
+/// environment, working directory and standard streams exactly as on a plain
+/// [`Command`] (they apply to the wrapper, which passes them on). Returns once the
+/// command runs.
+pub fn spawn_guarded(
+    program: impl AsRef<std::ffi::OsStr>,
+    build: impl FnOnce(&mut Command),
+) -> Result<Guarded> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid_file =
+        std::env::temp_dir().join(format!("faceid-e2e-guard-{}-{seq}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let what = program.as_ref().to_string_lossy().into_owned();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(WATCHDOG)
+        .arg("faceid-e2e-guard")
+        .arg(std::process::id().to_string())
+        .arg(&pid_file)
+        .arg(program);
+    build(&mut cmd);
+    let mut wrapper = cmd
+        .spawn()
+        .with_context(|| format!("starting {what} under the watchdog"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse()
+        {
+            break pid;
+        }
+        if let Some(status) = wrapper.try_wait()? {
+            bail!("the watchdog of {what} exited with {status} before it started it");
+        }
+        if Instant::now() > deadline {
+            let _ = wrapper.kill();
+            let _ = wrapper.wait();
+            bail!("the watchdog of {what} wrote no pid within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(Guarded { wrapper, pid })
+}
+
+impl Guarded {
+    /// The command's process id (not the watchdog's).
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// The command's exit status, if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.wrapper.try_wait()
+    }
+
+    /// Waits for the command to exit (through its watchdog).
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.wrapper.wait()
+    }
+
+    /// Sends `signal` (a name, e.g. `TERM`) to the command.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid);
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the command (if it still runs) and reaps it with its watchdog.
+    pub fn kill(&mut self) {
+        if matches!(self.wrapper.try_wait(), Ok(None)) {
+            let _ = self.signal("KILL");
+        }
+        let _ = self.wrapper.wait();
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `faceid serve` process under a watchdog ([`Guarded`]), killed when dropped or when
+/// the test process is gone.
 #[derive(Debug)]
 pub struct ServiceProcess {
-    child: Child,
+    child: Guarded,
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
     pub url: String,
     log: PathBuf,
@@ -79,17 +204,19 @@ impl ServiceProcess {
         let log =
             std::env::temp_dir().join(format!("faceid-e2e-{log_name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(faceid_binary()?);
-        cmd.arg("serve")
-            .env_clear()
-            .envs(env)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null());
-        let child = cmd.spawn().context("starting faceid serve")?;
+        let err = out.try_clone()?;
+        let child = spawn_guarded(faceid_binary()?, |cmd| {
+            cmd.arg("serve")
+                .env_clear()
+                .envs(env)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOST", "127.0.0.1")
+                .env("PORT", port.to_string())
+                .stdout(out)
+                .stderr(err)
+                .stdin(Stdio::null());
+        })
+        .context("starting faceid serve")?;
         let mut service = ServiceProcess {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -131,13 +258,6 @@ impl ServiceProcess {
     /// Everything the process logged.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -194,4 +314,90 @@ pub fn write_y4m(photo: &Path, out: &Path, width: u32, height: u32, frames: usiz
     }
     f.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+mod tests {
+    use super::*;
+
+    /// Whether process `pid` exists (a reaped process does not; Linux `/proc`).
+    fn exists(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// The parent of `a_guarded_child_dies_with_its_parent`, run in a process of its own:
+    /// starts a guarded `sleep 300`, writes its pid, then ends the way
+    /// `FACEID_GUARD_PROBE` says, never dropping the guard.
+    #[test]
+    #[ignore = "a helper process of a_guarded_child_dies_with_its_parent"]
+    fn guard_probe_parent() {
+        static KEPT: std::sync::OnceLock<Guarded> = std::sync::OnceLock::new();
+        let mode = std::env::var("FACEID_GUARD_PROBE").unwrap();
+        let pid_file = std::env::var("FACEID_GUARD_PROBE_PID").unwrap();
+        let child = spawn_guarded("sleep", |c| {
+            c.arg("300").stdout(Stdio::null());
+        })
+        .unwrap();
+        assert!(exists(child.id()), "the guarded command does not run");
+        std::fs::write(&pid_file, child.id().to_string()).unwrap();
+        match mode.as_str() {
+            // Exit without unwinding: no destructor runs.
+            "exit" => std::process::exit(3),
+            // The test passes and the harness exits; statics are never dropped.
+            "static" => {
+                let _ = KEPT.set(child);
+            }
+            // Wait to be SIGKILLed.
+            _ => loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = &child;
+            },
+        }
+    }
+
+    #[test]
+    fn a_guarded_child_dies_with_its_parent() {
+        for mode in ["exit", "static", "sigkill"] {
+            let pid_file = std::env::temp_dir().join(format!(
+                "faceid-e2e-guard-probe-{}-{mode}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&pid_file);
+            let mut parent = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "tests::guard_probe_parent", "--ignored"])
+                .env("FACEID_GUARD_PROBE", mode)
+                .env("FACEID_GUARD_PROBE_PID", &pid_file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let child: u32 = loop {
+                if let Ok(text) = std::fs::read_to_string(&pid_file)
+                    && let Ok(pid) = text.trim().parse()
+                {
+                    break pid;
+                }
+                assert!(Instant::now() < deadline, "{mode}: the probe wrote no pid");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let _ = std::fs::remove_file(&pid_file);
+            if mode == "sigkill" {
+                assert!(exists(child), "{mode}: the guarded command does not run");
+                parent.kill().unwrap();
+            }
+            let status = parent.wait().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while exists(child) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if exists(child) {
+                let _ = Command::new("kill")
+                    .args(["-9", &child.to_string()])
+                    .status();
+                panic!("{mode}: the guarded command {child} outlived its parent ({status}) by 5 s");
+            }
+        }
+    }
 }

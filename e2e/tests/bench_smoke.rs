@@ -10,6 +10,11 @@ use std::process::Command;
 use faceid_e2e::{ServiceProcess, faceid_binary, free_port, repo_root, required_env};
 
 fn bench(args: &[&str]) -> String {
+    bench_with_progress(args).0
+}
+
+/// [`bench`], with what it printed on stderr (progress).
+fn bench_with_progress(args: &[&str]) -> (String, String) {
     let faceid = faceid_binary().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_faceid-bench"))
         .arg("--smoke")
@@ -26,7 +31,7 @@ fn bench(args: &[&str]) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The environment the benches need; missing settings fail loudly (run through
@@ -44,6 +49,13 @@ fn pipeline_smoke() {
     let out = bench(&["pipeline"]);
     assert!(out.contains("## Pipeline"), "{out}");
     assert!(out.contains("GFLOP/s"), "{out}");
+    // A thin wrapper: arguments after `--` reach `faceid bench`.
+    let out = bench(&["pipeline", "--", "--face-recognition-precision", "float32"]);
+    assert!(
+        out.contains("## Pipeline (`faceid bench --runs 1 --face-recognition-precision float32`)"),
+        "{out}"
+    );
+    assert!(out.contains("float32"), "{out}");
 }
 
 #[tokio::test]
@@ -130,8 +142,22 @@ fn side_by_side_smoke_without_the_reference() {
 #[test]
 fn vectors_smoke() {
     platform();
-    let out = bench(&["vectors"]);
+    let (out, progress) = bench_with_progress(&["vectors"]);
     assert!(out.contains("## 1:N search at scale"), "{out}");
+    // Each size's tables come under its own heading, printed as they are measured, with
+    // progress counts on stderr.
+    assert!(out.contains("### N = 300"), "{out}");
+    for step in [
+        "generating: 300/300",
+        ".users: 300/300",
+        ".face_embeddings: 300/300",
+        "HNSW build: done",
+    ] {
+        assert!(
+            progress.contains(step),
+            "no progress line {step:?}:\n{progress}"
+        );
+    }
     assert!(out.contains("| 300 | HNSW ef_search=40"), "{out}");
     assert!(out.contains("real (calibration)"), "{out}");
     // the synthetic identities reproduce the calibrated distances roughly

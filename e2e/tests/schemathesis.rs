@@ -7,9 +7,15 @@
 //! is left out because a schema cannot say "a photo with one live face": schema-valid
 //! random bytes are rightly refused with 400.
 //!
-//! Two runs: every operation with the admin key, then the signed-in user's operations
-//! with a real user's access token. Afterwards the service's own metrics must show no
+//! Two runs: the signed-in user's operations with a real user's access token, then every
+//! operation with the admin key. Afterwards the service's own metrics must show no
 //! 5xx at all.
+//!
+//! The stateful phase follows the document's `links` (a returned user id into the admin
+//! operations on that user, a returned refresh token into refresh and logout). The admin
+//! run is given a real user's id for `unlock` (a schemathesis config file), so its 200
+//! answer leads, through the links, to `activate` and `deactivate` on a real account;
+//! the run must report the declared links and cover some of them.
 //!
 //! Settings: `SCHEMATHESIS` (the CLI; required), `SCHEMATHESIS_MAX_EXAMPLES` (default 25),
 //! `SCHEMATHESIS_SEED` (default 20260101).
@@ -28,18 +34,30 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-/// Runs the schemathesis CLI against `url` with `auth` and `extra` arguments; panics with
-/// its output unless it passes.
-async fn schemathesis(cli: &str, url: &str, auth: &str, extra: &[&str], label: &str) {
+/// Runs the schemathesis CLI against `url` with `auth`, `extra` arguments and, when
+/// given, `config` as its `schemathesis.toml`; panics with its output unless it passes;
+/// returns the output.
+async fn schemathesis(
+    cli: &str,
+    url: &str,
+    auth: &str,
+    extra: &[&str],
+    config: Option<&str>,
+    label: &str,
+) -> String {
     let work = std::env::temp_dir().join(format!(
         "faceid-schemathesis-{label}-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&work).unwrap();
+    let config_file = work.join("schemathesis.toml");
+    std::fs::write(&config_file, config.unwrap_or_default()).unwrap();
     let max_examples = env_or("SCHEMATHESIS_MAX_EXAMPLES", "25");
     let seed = env_or("SCHEMATHESIS_SEED", "20260101");
     let mut cmd = tokio::process::Command::new(cli);
-    cmd.arg("run")
+    cmd.arg("--config-file")
+        .arg(&config_file)
+        .arg("run")
         .arg(format!("{url}/openapi.json"))
         .args([
             "--checks",
@@ -88,6 +106,21 @@ async fn schemathesis(cli: &str, url: &str, auth: &str, extra: &[&str], label: &
         output.status.success(),
         "schemathesis ({label}) found failures:\n{text}"
     );
+    text
+}
+
+/// The stateful phase's `API Links: C covered / S selected / T total (I inferred)` line
+/// as (covered, total, inferred).
+fn links_line(text: &str) -> Option<(u32, u32, u32)> {
+    let line = text.lines().find(|l| l.contains("API Links:"))?;
+    let numbers: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [covered, _selected, total, inferred] => Some((covered, total, inferred)),
+        _ => None,
+    }
 }
 
 #[tokio::test]
@@ -146,16 +179,48 @@ async fn generated_requests_find_no_5xx_and_no_schema_violation() {
     assert_eq!(reg.status().as_u16(), 201);
     let reg: serde_json::Value = reg.json().await.unwrap();
     let user_token = reg["access_token"].as_str().unwrap().to_owned();
+    let user_id = reg["user"]["id"].as_str().unwrap().to_owned();
 
-    schemathesis(&cli, &service.url, ADMIN_KEY, &[], "admin").await;
+    // The user's operations first: the admin run below may deactivate the account,
+    // which revokes its tokens.
     schemathesis(
         &cli,
         &service.url,
         &user_token,
-        &["--include-path-regex", "/me"],
+        &[
+            "--include-path-regex",
+            "/me",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        None,
         "user",
     )
     .await;
+    // `unlock` gets the real user's id; the links carry it to the other admin operations.
+    let config = format!(
+        "[[operations]]\ninclude-operation-id = \"unlock\"\nparameters = {{ user_id = \"{user_id}\" }}\n"
+    );
+    let admin = schemathesis(
+        &cli,
+        &service.url,
+        ADMIN_KEY,
+        &["--phases", "examples,coverage,fuzzing,stateful"],
+        Some(&config),
+        "admin",
+    )
+    .await;
+    let (covered, total, inferred) =
+        links_line(&admin).unwrap_or_else(|| panic!("the stateful phase did not run:\n{admin}"));
+    eprintln!("stateful links: {covered} covered of {total} ({inferred} inferred)");
+    assert!(
+        total >= inferred + 21,
+        "the document's 21 declared links were not read:\n{admin}"
+    );
+    assert!(
+        covered >= 3,
+        "the stateful phase followed only {covered} links:\n{admin}"
+    );
 
     // The service itself saw no server error.
     let metrics = client

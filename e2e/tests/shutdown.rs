@@ -9,32 +9,36 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use faceid_e2e::{faceid_binary, faces_dir, free_port, repo_root, required_env};
+use faceid_e2e::{
+    Guarded, faceid_binary, faces_dir, free_port, repo_root, required_env, spawn_guarded,
+};
 
-/// Starts `faceid serve` for a fresh schema; returns the child, its URL and log path.
-fn start(schema: &str, port: u16) -> (std::process::Child, String, std::path::PathBuf) {
+/// Starts `faceid serve` for a fresh schema under a watchdog (killed however the test
+/// ends); returns the process, its URL and log path.
+fn start(schema: &str, port: u16) -> (Guarded, String, std::path::PathBuf) {
     let log = std::env::temp_dir().join(format!("faceid-e2e-shutdown-{}.log", std::process::id()));
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(faceid_binary().unwrap())
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", required_env("DATABASE_URL").unwrap())
-        .env("DATABASE_SCHEMA", schema)
-        .env("TENANT", schema.replace('_', "-"))
-        .env("SECRET_KEY", "shutdown-test-secret-0123456789abcdef")
-        .env("ADMIN_API_KEY", "shutdown-admin-key-0123456789")
-        .env("MODELS_DIR", repo_root().join("models"))
-        .env("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH").unwrap())
-        .env("RATE_LIMIT_REGISTER", "1000/hour")
-        .env("FACE_POOL_SIZE", "2")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let err = out.try_clone().unwrap();
+    let child = spawn_guarded(faceid_binary().unwrap(), |cmd| {
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", required_env("DATABASE_URL").unwrap())
+            .env("DATABASE_SCHEMA", schema)
+            .env("TENANT", schema.replace('_', "-"))
+            .env("SECRET_KEY", "shutdown-test-secret-0123456789abcdef")
+            .env("ADMIN_API_KEY", "shutdown-admin-key-0123456789")
+            .env("MODELS_DIR", repo_root().join("models"))
+            .env("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH").unwrap())
+            .env("RATE_LIMIT_REGISTER", "1000/hour")
+            .env("FACE_POOL_SIZE", "2")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .stdout(out)
+            .stderr(err)
+            .stdin(Stdio::null());
+    })
+    .unwrap();
     (child, format!("http://127.0.0.1:{port}"), log)
 }
 
@@ -161,7 +165,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_loses_nothing() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            child.kill();
             panic!("faceid did not exit within 30 s of SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

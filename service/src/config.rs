@@ -11,6 +11,9 @@ use crate::domain::login_policy::{LoginMode, LoginPolicy};
 use crate::domain::ratelimit::RateSpec;
 use crate::face::EngineArgs;
 
+/// The default of `MAX_UPLOAD_BYTES`: 10 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
+
 /// Settings of `faceid serve`.
 #[derive(Args, Clone)]
 pub struct ServeArgs {
@@ -163,7 +166,7 @@ pub struct ServeArgs {
     pub hnsw_ef_search: u32,
 
     /// Largest accepted request body in bytes (larger: 413 before the body is read).
-    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=100 * 1024 * 1024))]
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, value_parser = clap::value_parser!(u64).range(1024..=100 * 1024 * 1024))]
     pub max_upload_bytes: u64,
 
     /// Longest a client may take to send a request's head (request line and headers), in

@@ -45,7 +45,8 @@ enum Command {
         #[arg(long, env = "NEW_TEMPLATE_KEY", hide_env_values = true)]
         new_template_key: String,
     },
-    /// Print the OpenAPI document (JSON) of the HTTP API.
+    /// Print the OpenAPI document (JSON) of the HTTP API, as a server with the default
+    /// MAX_UPLOAD_BYTES serves it at /openapi.json.
     Openapi,
     #[command(flatten)]
     Face(FaceCommand),
@@ -76,14 +77,15 @@ fn main() -> std::process::ExitCode {
                 &new_template_key,
             ))
         }),
-        Command::Openapi => {
-            use utoipa::OpenApi;
-            faceid_service::http::openapi::ApiDoc::openapi()
-                .to_pretty_json()
-                .map(|doc| println!("{doc}"))
-                .map_err(anyhow::Error::from)
-        }
-        Command::Face(cmd) => faceid_service::face::run(cmd),
+        Command::Openapi => serde_json::to_string_pretty(&faceid_service::http::openapi::document(
+            faceid_service::config::DEFAULT_MAX_UPLOAD_BYTES,
+        ))
+        .map(|doc| println!("{doc}"))
+        .map_err(anyhow::Error::from),
+        Command::Face(cmd) => match faceid_service::face::run(cmd) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -517,3 +517,87 @@ fn int8_recognition_stays_close_to_float32() {
         "int8 probes against float32 templates: {accepted}/{genuine} genuine pairs accepted"
     );
 }
+
+/// Runs the built `faceid` binary with `args`, the models of the repository and a pool of
+/// one; returns its exit code and stdout lines.
+fn faceid(args: &[&str]) -> (Option<i32>, Vec<String>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faceid"))
+        .args(args)
+        .env("MODELS_DIR", repo_root().join("models"))
+        .env("FACE_POOL_SIZE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code(),
+        stdout.lines().map(str::to_owned).collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_embed_and_liveness_exit_nonzero_only_when_every_image_failed() {
+    let genuine = faces_dir().join("genuine/barack_obama_1.jpg");
+    let truncated = faces_dir().join("bad/truncated_half.jpg");
+    let missing = faces_dir().join("no-such-photo.jpg");
+    let (genuine, truncated, missing) = (
+        genuine.to_str().unwrap(),
+        truncated.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
+    for command in ["embed", "liveness"] {
+        // Every image failed: one error line each, exit 3.
+        let (code, lines, stderr) = faceid(&[command, truncated, missing]);
+        assert_eq!(
+            code,
+            Some(3),
+            "{command}, every image failed: {lines:?} {stderr}"
+        );
+        assert_eq!(lines.len(), 2, "{command}: {lines:?}");
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v.get("error").is_some(), "{command}: {line}");
+        }
+        // One of three succeeded: exit 0, still an error line for each failure.
+        let (code, lines, stderr) = faceid(&[command, truncated, genuine, missing]);
+        assert_eq!(
+            code,
+            Some(0),
+            "{command}, one image succeeded: {lines:?} {stderr}"
+        );
+        let errors = lines.iter().filter(|l| l.contains("\"error\"")).count();
+        assert_eq!((lines.len(), errors), (3, 2), "{command}: {lines:?}");
+    }
+    // The engine cannot load: 1, with the reason on stderr.
+    let (code, _, stderr) = faceid(&["embed", "--models-dir", "/nonexistent", genuine]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("face engine"), "{stderr}");
+}
+
+#[test]
+fn cli_help_shows_defaults_and_exit_codes() {
+    for command in ["embed", "liveness"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_faceid"))
+            .args([command, "--help"])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for shown in [
+            "[env: MODELS_DIR=]",
+            "[default: models]",
+            "[default: tiny-416]",
+            "[default: 0.6]",
+            "[default: 0.7]",
+            "[default: 4096]",
+            "Exit status: 0 when at least one image was processed",
+            "3 when every image failed",
+        ] {
+            assert!(
+                help.contains(shown),
+                "{command} --help lacks {shown:?}:\n{help}"
+            );
+        }
+    }
+}

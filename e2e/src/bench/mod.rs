@@ -14,7 +14,7 @@ pub mod vectors;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -329,12 +329,13 @@ pub async fn drop_schema(pool: &sqlx::PgPool, schema: &str) {
     }
 }
 
-/// A benchmarked `faceid serve` process (any binary), killed when dropped. Unlike
+/// A benchmarked `faceid serve` process (any binary) under a watchdog
+/// ([`crate::Guarded`]), killed when dropped or when the bench process is gone. Unlike
 /// [`crate::ServiceProcess`] it takes the binary's path (the release build), exposes its
 /// pid (for RSS and CPU) and measures the time from spawn to the first `/ready` 200.
 #[derive(Debug)]
 pub struct BenchService {
-    child: Child,
+    child: crate::Guarded,
     /// Base URL, `http://127.0.0.1:PORT`.
     pub url: String,
     /// Seconds from spawning the process to the first `/ready` 200.
@@ -356,20 +357,21 @@ impl BenchService {
             std::process::id()
         ));
         let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
         let started = Instant::now();
-        let child = Command::new(binary)
-            .arg("serve")
-            .env_clear()
-            .envs(env)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .current_dir(repo_root())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {} serve", binary.display()))?;
+        let child = crate::spawn_guarded(binary, |cmd| {
+            cmd.arg("serve")
+                .env_clear()
+                .envs(env)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOST", "127.0.0.1")
+                .env("PORT", port.to_string())
+                .current_dir(repo_root())
+                .stdout(out)
+                .stderr(err)
+                .stdin(Stdio::null());
+        })
+        .with_context(|| format!("starting {} serve", binary.display()))?;
         let mut svc = BenchService {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -415,16 +417,8 @@ impl BenchService {
 
     /// Stops the process (SIGKILL) and removes its log.
     pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
         let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-impl Drop for BenchService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,5 +1,8 @@
-//! The face pipeline's own benchmark: `faceid bench` (per-stage latency at intra-op 1 and
-//! 2, pool 2, and each network's FLOPs and GFLOP/s), run as a process and printed as is.
+//! The face pipeline's benchmark is `faceid bench` (per-stage latency at intra-op 1 and
+//! 2, pool 2, and each network's FLOPs and GFLOP/s; `service/src/face/bench.rs`). This is
+//! only its thin wrapper in the bench suite: it runs that command as a process with the
+//! platform's models and ONNX Runtime, passes extra arguments through, and prints its
+//! Markdown as is under the run line the other benches print (time, machine, load).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,8 +12,14 @@ use anyhow::{Context, Result, bail};
 use super::{Platform, faceid_path, machine_line};
 use crate::repo_root;
 
-/// Runs `faceid bench --runs N --image IMAGE`; returns its Markdown with a header.
-pub fn run(faceid: Option<&Path>, runs: u32, image: Option<PathBuf>) -> Result<String> {
+/// Runs `faceid bench --runs N --image IMAGE [EXTRA...]`; returns its Markdown with a
+/// header.
+pub fn run(
+    faceid: Option<&Path>,
+    runs: u32,
+    image: Option<PathBuf>,
+    extra: &[String],
+) -> Result<String> {
     let platform = Platform::from_env()?;
     let binary = faceid_path(faceid)?;
     let image = super::relative(
@@ -24,6 +33,7 @@ pub fn run(faceid: Option<&Path>, runs: u32, image: Option<PathBuf>) -> Result<S
         .arg(runs.to_string())
         .arg("--image")
         .arg(&image)
+        .args(extra)
         .env("ORT_DYLIB_PATH", &platform.ort_dylib_path)
         .env("MODELS_DIR", repo_root().join("models"))
         .current_dir(repo_root())
@@ -38,8 +48,9 @@ pub fn run(faceid: Option<&Path>, runs: u32, image: Option<PathBuf>) -> Result<S
         );
     }
     Ok(format!(
-        "## Pipeline (`faceid bench --runs {runs}`)\n\nRun {} UTC on {}; load average before \
+        "## Pipeline (`faceid bench --runs {runs}{}`)\n\nRun {} UTC on {}; load average before \
          {load_before}, after {}.\n\n{}",
+        extra.iter().map(|a| format!(" {a}")).collect::<String>(),
         started.format("%Y-%m-%d %H:%M"),
         machine_line(),
         super::load_average(),

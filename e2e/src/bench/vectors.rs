@@ -5,8 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use pgvector::Vector;
@@ -260,8 +263,9 @@ impl Model {
         v
     }
 
-    /// Captures 0 of identities `0..n`, flat, generated on every CPU.
-    pub fn gallery(&self, seed: u64, n: usize) -> Vec<f32> {
+    /// Captures 0 of identities `0..n`, flat, generated on every CPU; `done` counts the
+    /// rows generated.
+    pub fn gallery(&self, seed: u64, n: usize, done: &AtomicUsize) -> Vec<f32> {
         let mut out = vec![0.0f32; n * DIM];
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
         let per = n.div_ceil(threads).max(1);
@@ -270,6 +274,9 @@ impl Model {
                 s.spawn(move || {
                     for (r, row) in chunk.chunks_mut(DIM).enumerate() {
                         row.copy_from_slice(&self.capture(seed, (t * per + r) as u64, 0));
+                        if r % 1024 == 1023 {
+                            done.fetch_add(1024, Ordering::Relaxed);
+                        }
                     }
                 });
             }
@@ -369,6 +376,104 @@ fn put_vector(buf: &mut Vec<u8>, v: &[f32]) {
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
+/// A count of work done, printed on stderr as `what: done/total (pct), elapsed` every two
+/// seconds while it lives and once more when dropped.
+struct Progress {
+    done: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: String, total: usize) -> Progress {
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, st) = (done.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let line = |done: usize| {
+                let done = done.min(total);
+                eprintln!(
+                    "  {what}: {done}/{total} ({:.0}%), {:.1} s",
+                    100.0 * done as f64 / total.max(1) as f64,
+                    started.elapsed().as_secs_f64()
+                );
+            };
+            let mut next = started + Duration::from_secs(2);
+            while !st.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if Instant::now() >= next {
+                    line(d.load(Ordering::Relaxed));
+                    next += Duration::from_secs(2);
+                }
+            }
+            line(total);
+        });
+        Progress {
+            done,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `indexdef` on `conn` and, every two seconds meanwhile, prints the build's phase
+/// and counts from `pg_stat_progress_create_index` (read through `pool`'s other
+/// connection) on stderr.
+async fn build_index(
+    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
+    indexdef: &str,
+    schema: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let build = sqlx::query(indexdef).execute(&mut *conn);
+    tokio::pin!(build);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            done = &mut build => {
+                done?;
+                eprintln!("  HNSW build: done, {:.1} s", started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT p.phase, p.tuples_done, p.tuples_total, p.blocks_done, p.blocks_total \
+                     FROM pg_stat_progress_create_index p JOIN pg_namespace n ON n.nspname = $1 \
+                     JOIN pg_class c ON c.oid = p.relid AND c.relnamespace = n.oid",
+                )
+                .bind(schema)
+                .fetch_optional(pool)
+                .await
+                .unwrap_or(None);
+                if let Some((phase, td, tt, bd, bt)) = row {
+                    // pgvector's HNSW build counts tuples without a total.
+                    let of = |done: i64, total: i64| {
+                        if total > 0 { format!("{done}/{total}") } else { done.to_string() }
+                    };
+                    eprintln!(
+                        "  HNSW build: {phase}, tuples {}, blocks {}, {:.1} s",
+                        of(td, tt),
+                        of(bd, bt),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Loads `ids`/`gallery` into `users` and `face_embeddings` with two binary COPYs.
 async fn copy_gallery(
     pool: &PgPool,
@@ -431,6 +536,8 @@ async fn copy_binary(
     const BATCH: usize = 20_000;
     let mut copy = pool.copy_in_raw(sql).await?;
     copy.send(COPY_HEADER).await?;
+    let table = sql.split_whitespace().nth(1).unwrap_or("?").to_owned();
+    let progress = Progress::start(format!("COPY {table}"), rows);
     for start in (0..rows).step_by(BATCH) {
         let end = (start + BATCH).min(rows);
         let mut buf = Vec::with_capacity((end - start) * row_bytes);
@@ -438,6 +545,7 @@ async fn copy_binary(
             row(i, &mut buf);
         }
         copy.send(buf).await?;
+        progress.done.fetch_add(end - start, Ordering::Relaxed);
     }
     copy.send(COPY_TRAILER.as_slice()).await?;
     copy.finish().await?;
@@ -599,8 +707,17 @@ async fn scrape_search(url: &str) -> Option<(f64, f64)> {
     ))
 }
 
-/// Runs the bench; returns the Markdown report.
-pub async fn run(opts: &Options) -> Result<String> {
+/// Prints one part of the report (a paragraph or a table) on stdout at once.
+fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+/// Runs the bench, printing the Markdown report on stdout part by part: the head once the
+/// model is calibrated, each size's tables as soon as they are measured, the targets at
+/// the end. Progress (counts and elapsed seconds) goes to stderr.
+pub async fn run(opts: &Options) -> Result<()> {
     let platform = Platform::from_env()?;
     let binary = faceid_path(opts.faceid.as_deref())?;
     let run = run_id();
@@ -625,24 +742,36 @@ pub async fn run(opts: &Options) -> Result<String> {
 
     let mut sizes = opts.sizes.clone();
     sizes.sort_unstable();
-    let mut model: Option<(Model, Vec<String>)> = None;
-    let mut results = Vec::new();
+    let mut model: Option<Model> = None;
+    let mut results: Vec<SizeResult> = Vec::new();
     for &n in &sizes {
         let schema = format!("bench_vec_{run}_{n}");
         eprintln!("vectors: N={n} in schema {schema}");
         faceid_migrations::apply(&pool, &schema).await?;
         let env = platform.service_env(&schema);
         let svc = BenchService::start(&binary, &env, "vec").await?;
-        let outcome = size_run(
-            opts,
-            &pool,
-            &schema,
-            &svc,
-            n,
-            &photos,
-            &mut model,
-            &match_case,
-        )
+        let outcome = async {
+            if model.is_none() {
+                eprintln!("  calibrating on {} real photos", photos.len());
+                let (m, skipped) = calibrate(&svc.url, &pool, &schema, &photos, opts.decay).await?;
+                emit(&report_head(
+                    opts,
+                    &m,
+                    &skipped,
+                    &started,
+                    &load_before,
+                    &cases,
+                    &platform.extra_env_note(),
+                ));
+                model = Some(m);
+            }
+            let m = model.as_ref().context("calibration")?;
+            let base = results
+                .first()
+                .and_then(|r| r.login.as_ref())
+                .map(|l| l.p50);
+            size_run(opts, &pool, &schema, &svc, n, m, &match_case, base).await
+        }
         .await;
         svc.stop();
         if !opts.keep {
@@ -650,20 +779,12 @@ pub async fn run(opts: &Options) -> Result<String> {
         }
         results.push(outcome?);
     }
-    let (model, skipped) = model.context("no size was run")?;
-    Ok(report(
-        opts,
-        &model,
-        &skipped,
-        &results,
-        &started,
-        &load_before,
-        t_all.elapsed().as_secs_f64(),
-        &cases,
-        &platform.extra_env_note(),
-    ))
+    emit(&report_tail(&results, t_all.elapsed().as_secs_f64()));
+    Ok(())
 }
 
+/// Loads and measures one gallery size, printing its tables as it goes; `base` is the
+/// login p50 at the smallest size (already measured), if any.
 #[allow(clippy::too_many_arguments)]
 async fn size_run(
     opts: &Options,
@@ -671,16 +792,12 @@ async fn size_run(
     schema: &str,
     svc: &BenchService,
     n: usize,
-    photos: &[Photo],
-    model: &mut Option<(Model, Vec<String>)>,
+    model: &Model,
     match_case: &http::Case,
+    base: Option<f64>,
 ) -> Result<SizeResult> {
     let s = quote_ident(schema);
-    if model.is_none() {
-        eprintln!("  calibrating on {} real photos", photos.len());
-        *model = Some(calibrate(&svc.url, pool, schema, photos, opts.decay).await?);
-    }
-    let (model, _) = model.as_ref().context("calibration")?;
+    emit(&format!("### N = {n}\n"));
     let mut r = SizeResult {
         n,
         ..SizeResult::default()
@@ -688,7 +805,10 @@ async fn size_run(
 
     // Generate.
     let t = Instant::now();
-    let gallery = model.gallery(opts.seed, n);
+    let gallery = {
+        let progress = Progress::start(format!("N={n}: generating"), n);
+        model.gallery(opts.seed, n, &progress.done)
+    };
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     let probe_ids: Vec<usize> = {
         let mut rng = Rng::new(opts.seed, 99, n as u64);
@@ -740,7 +860,7 @@ async fn size_run(
         .execute(&mut *conn)
         .await?;
         let t = Instant::now();
-        sqlx::query(&indexdef).execute(&mut *conn).await?;
+        build_index(pool, &mut conn, &indexdef, schema).await?;
         r.build_s = t.elapsed().as_secs_f64();
         sqlx::query("RESET maintenance_work_mem")
             .execute(&mut *conn)
@@ -765,6 +885,8 @@ async fn size_run(
         .await?,
     ];
 
+    emit(&load_table(&r));
+
     // Exact answers.
     let exact2 = exact_top2(&gallery, &probes);
     let exact: Vec<(usize, f32)> = exact2.iter().map(|t| t[0]).collect();
@@ -788,6 +910,8 @@ async fn size_run(
         / probes.len() as f64;
     r.genuine_p50 = percentile(&gen_d, 50.0);
     r.impostor_p50 = percentile(&imp_d, 50.0);
+    emit(&identification_table(&r));
+    emit(&decisions_table(opts, &r));
     drop(gallery);
 
     // The service's query (`store::users::NEAREST_SQL`, with its network filter: every
@@ -880,6 +1004,7 @@ async fn size_run(
         percentile(&ms, 99.0),
         agree as f64 / k.max(1) as f64,
     );
+    emit(&search_table(&r));
     sqlx::query("RESET ALL").execute(&mut *conn).await?;
     drop(conn);
 
@@ -911,19 +1036,23 @@ async fn size_run(
             login.p50, login.statuses
         );
         r.login = Some(login);
+        emit(&login_table(
+            &r,
+            base.or_else(|| r.login.as_ref().map(|l| l.p50)),
+        ));
     }
     Ok(r)
 }
 
+/// The report's head: run line, data (the calibration) and method; printed once the
+/// model is calibrated, before the first size is loaded.
 #[allow(clippy::too_many_arguments)]
-fn report(
+fn report_head(
     opts: &Options,
     model: &Model,
     skipped: &[String],
-    results: &[SizeResult],
     started: &chrono::DateTime<chrono::Utc>,
     load_before: &str,
-    total_s: f64,
     cases: &[http::Case],
     extra_note: &str,
 ) -> String {
@@ -931,11 +1060,9 @@ fn report(
     let _ = writeln!(
         out,
         "## 1:N search at scale\n\n\
-         Run {} UTC on {}; load average before {load_before}, after {}; total {:.0} s.{}\n",
+         Run {} UTC on {}; load average before {load_before}.{}\n",
         started.format("%Y-%m-%d %H:%M"),
         machine_line(),
-        super::load_average(),
-        total_s,
         extra_note
     );
     let real = &model.real;
@@ -1011,7 +1138,7 @@ fn report(
          PostgreSQL's own sequential scan on the first probes). Login = `POST /api/v1/auth/login` \
          of the real people's other photos ({} images) at concurrency 1 against the release \
          service on that schema, after {} real people were registered over HTTP on top of \
-         the synthetic gallery.\n",
+         the synthetic gallery. Each size's tables are printed as soon as they are measured.\n",
         opts.hnsw.map_or(String::new(), |(m, efc)| format!(
             " **with m = {m}, ef_construction = {efc} instead**"
         )),
@@ -1023,116 +1150,142 @@ fn report(
             .map_or(0, |c| c.items.len()),
         opts.real_gallery
     );
+    out
+}
+
+/// The load table of one size (generation, COPY, VACUUM ANALYZE, build, sizes).
+fn load_table(r: &SizeResult) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "| N | generate s | COPY s | VACUUM ANALYZE s | HNSW build s | face_embeddings heap MiB | HNSW index MiB | users total MiB | schema total MiB |\n\
          |---|---|---|---|---|---|---|---|---|"
     );
-    for r in results {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.n,
-            f(r.generate_s, 1),
-            f(r.copy_s, 1),
-            f(r.analyze_s, 1),
-            f(r.build_s, 1),
-            f(r.sizes_mib[0], 1),
-            f(r.sizes_mib[1], 1),
-            f(r.sizes_mib[2], 1),
-            f(r.sizes_mib[3], 1),
-        );
-    }
     let _ = writeln!(
         out,
-        "\n| N | search | p50 ms | p99 ms | mean ms | recall@1 |\n|---|---|---|---|---|---|"
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        r.n,
+        f(r.generate_s, 1),
+        f(r.copy_s, 1),
+        f(r.analyze_s, 1),
+        f(r.build_s, 1),
+        f(r.sizes_mib[0], 1),
+        f(r.sizes_mib[1], 1),
+        f(r.sizes_mib[2], 1),
+        f(r.sizes_mib[3], 1),
     );
-    for r in results {
-        for (ef, p50, p99, m, recall) in &r.search {
-            let _ = writeln!(
-                out,
-                "| {} | HNSW ef_search={ef}{} | {} | {} | {} | {} |",
-                r.n,
-                if r.uses_index {
-                    ""
-                } else {
-                    " (plan did not use the index!)"
-                },
-                f(*p50, 2),
-                f(*p99, 2),
-                f(*m, 2),
-                f(*recall, 3)
-            );
-        }
-        let (k, p50, p99, agree) = r.sql_exact;
-        let _ = writeln!(
-            out,
-            "| {} | exact (seq scan), {k} probes | {} | {} | - | 1 (agrees with the brute force on {}) |",
-            r.n,
-            f(p50, 2),
-            f(p99, 2),
-            f(agree, 3)
-        );
-    }
+    out
+}
+
+/// The search table of one size (HNSW per ef_search, PostgreSQL's exact scan).
+fn search_table(r: &SizeResult) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n| N | exact top-1 is the probe's own identity | probe to own template d p50 | probe to nearest other identity d p50 |\n|---|---|---|---|"
+        "| N | search | p50 ms | p99 ms | mean ms | recall@1 |\n|---|---|---|---|---|---|"
     );
-    for r in results {
+    for (ef, p50, p99, m, recall) in &r.search {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | HNSW ef_search={ef}{} | {} | {} | {} | {} |",
             r.n,
-            f(r.identification, 3),
-            f(r.genuine_p50, 3),
-            f(r.impostor_p50, 3)
+            if r.uses_index {
+                ""
+            } else {
+                " (plan did not use the index!)"
+            },
+            f(*p50, 2),
+            f(*p99, 2),
+            f(*m, 2),
+            f(*recall, 3)
         );
     }
+    let (k, p50, p99, agree) = r.sql_exact;
     let _ = writeln!(
         out,
-        "\n**Face-only login against gallery size** (exact search, the service's rule: \
+        "| {} | exact (seq scan), {k} probes | {} | {} | - | 1 (agrees with the brute force on {}) |",
+        r.n,
+        f(p50, 2),
+        f(p99, 2),
+        f(agree, 3)
+    );
+    out
+}
+
+/// Exact identification and distances of one size.
+fn identification_table(r: &SizeResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N | exact top-1 is the probe's own identity | probe to own template d p50 | probe to nearest other identity d p50 |\n|---|---|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} |",
+        r.n,
+        f(r.identification, 3),
+        f(r.genuine_p50, 3),
+        f(r.impostor_p50, 3)
+    );
+    out
+}
+
+/// The service's face-only decisions at each tolerance, one size.
+fn decisions_table(opts: &Options, r: &SizeResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "**Face-only login against gallery size** (exact search, the service's rule: \
          tolerance, then margin {MARGIN} between identities; {} genuine probes and {} probes \
          of never-enrolled identities per size):\n\n\
          | N | tolerance | identification (right person) | FPIR (stranger taken for somebody) |\n|---|---|---|---|",
         opts.probes, opts.probes
     );
-    for r in results {
-        for (t, identified, fpir) in &r.decisions {
-            let _ = writeln!(
-                out,
-                "| {} | {t} | {} | {} |",
-                r.n,
-                f(*identified, 3),
-                f(*fpir, 4)
-            );
-        }
+    for (t, identified, fpir) in &r.decisions {
+        let _ = writeln!(
+            out,
+            "| {} | {t} | {} | {} |",
+            r.n,
+            f(*identified, 3),
+            f(*fpir, 4)
+        );
     }
+    out
+}
+
+/// End-to-end logins of one size; `base` is the p50 at the smallest size.
+fn login_table(r: &SizeResult, base: Option<f64>) -> String {
+    let Some(l) = &r.login else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N (+ real) | logins | p50 ms | p95 ms | p50 - p50 at smallest N | statuses | correct user | service vector search mean ms |\n|---|---|---|---|---|---|---|---|"
+    );
+    let statuses: Vec<String> = l.statuses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+        r.n,
+        l.requests,
+        f(l.p50, 1),
+        f(l.p95, 1),
+        base.map_or("-".to_owned(), |b| format!("{:+.1}", l.p50 - b)),
+        statuses.join(" "),
+        l.correct,
+        r.service_search_ms.map_or("-".to_owned(), |m| f(m, 2)),
+    );
+    out
+}
+
+/// The report's tail: the targets at the largest size and the run's end.
+fn report_tail(results: &[SizeResult], total_s: f64) -> String {
+    let mut out = String::new();
     let base = results
         .first()
         .and_then(|r| r.login.as_ref())
         .map(|l| l.p50);
-    let _ = writeln!(
-        out,
-        "\n| N (+ real) | logins | p50 ms | p95 ms | p50 - p50 at smallest N | statuses | correct user | service vector search mean ms |\n|---|---|---|---|---|---|---|---|"
-    );
-    for r in results {
-        if let Some(l) = &r.login {
-            let statuses: Vec<String> =
-                l.statuses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.n,
-                l.requests,
-                f(l.p50, 1),
-                f(l.p95, 1),
-                base.map_or("-".to_owned(), |b| format!("{:+.1}", l.p50 - b)),
-                statuses.join(" "),
-                l.correct,
-                r.service_search_ms.map_or("-".to_owned(), |m| f(m, 2)),
-            );
-        }
-    }
     if let Some(big) = results.last() {
         let ok = big
             .search
@@ -1160,6 +1313,12 @@ fn report(
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "\nFinished; load average after {}; total {:.0} s.",
+        super::load_average(),
+        total_s
+    );
     out
 }
 

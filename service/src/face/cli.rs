@@ -8,11 +8,20 @@ use serde_json::json;
 
 use super::{AnalyzeOptions, EngineArgs, FaceEngine, FaceError, Purpose};
 
+/// The exit codes of the per-image commands, shown by their `--help`.
+const EXIT_CODES: &str = "Exit status: 0 when at least one image was processed (each failed \
+image is a JSON line with an `error`), 1 when the command could not run (e.g. the face \
+engine did not load), 2 on a usage error, 3 when every image failed.";
+
+/// The exit status of a per-image command whose every image failed.
+pub const EVERY_IMAGE_FAILED: u8 = 3;
+
 /// Face engine commands (subcommands of the service binary).
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum FaceCommand {
     /// Embed faces: one JSON line per image with every face's box, score, landmarks,
     /// quality, 128-d embedding, and the per-stage milliseconds.
+    #[command(after_help = EXIT_CODES)]
     Embed {
         /// Image files (JPEG, PNG, WebP).
         #[arg(required = true)]
@@ -22,6 +31,7 @@ pub enum FaceCommand {
     },
     /// Passive liveness: one JSON line per image with the score, the decision at
     /// LIVENESS_THRESHOLD and every signal (largest face).
+    #[command(after_help = EXIT_CODES)]
     Liveness {
         /// Image files.
         #[arg(required = true)]
@@ -87,11 +97,15 @@ pub enum FaceCommand {
     },
 }
 
-/// Runs a face command, printing its output on stdout.
-pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
+/// Runs a face command, printing its output on stdout; the exit status when it ran to
+/// the end: success, or [`EVERY_IMAGE_FAILED`] when a per-image command (`embed`,
+/// `liveness`) printed only error lines.
+pub fn run(cmd: FaceCommand) -> anyhow::Result<std::process::ExitCode> {
+    let mut images_ok = true;
     match cmd {
         FaceCommand::Embed { images, engine } => {
             let engine = load(&engine)?;
+            let mut lines = Vec::new();
             for path in images {
                 let line = match std::fs::read(&path) {
                     Ok(bytes) => match engine.embed_all_blocking(&bytes) {
@@ -109,10 +123,13 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                     }
                 };
                 println!("{line}");
+                lines.push(line);
             }
+            images_ok = some_succeeded(&lines);
         }
         FaceCommand::Liveness { images, engine } => {
             let engine = load(&engine)?;
+            let mut lines = Vec::new();
             for path in images {
                 let line = match std::fs::read(&path) {
                     Ok(bytes) => match engine.liveness_blocking(&bytes) {
@@ -131,7 +148,9 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
                     }
                 };
                 println!("{line}");
+                lines.push(line);
             }
+            images_ok = some_succeeded(&lines);
         }
         FaceCommand::Compare { a, b, engine } => {
             let engine = load(&engine)?;
@@ -189,7 +208,16 @@ pub fn run(cmd: FaceCommand) -> anyhow::Result<()> {
             print!("{text}");
         }
     }
-    Ok(())
+    Ok(if images_ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(EVERY_IMAGE_FAILED)
+    })
+}
+
+/// Whether any of the printed lines is not an error line.
+fn some_succeeded(lines: &[serde_json::Value]) -> bool {
+    lines.iter().any(|l| l.get("error").is_none())
 }
 
 fn load(args: &EngineArgs) -> anyhow::Result<FaceEngine> {

@@ -71,7 +71,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
         .route("/", get(routes::system::camera_page))
-        .merge(openapi::routes())
+        .merge(openapi::routes(state.config().max_upload_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body));

@@ -21,11 +21,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Redis server of this test's own (the shared one serves the other tests).
+/// A Redis server of this test's own (the shared one serves the other tests), run under
+/// a watchdog that kills it as soon as the test process is gone, however that ended (a
+/// panic, `std::process::exit`, SIGKILL): the `bash` wrapper checks every half second
+/// that its parent is still the test process (see `faceid_e2e::Guarded` for the same
+/// guard around the e2e suites' processes).
 pub struct OwnRedis {
     pub port: u16,
-    child: Option<Child>,
+    /// The watchdog and the server's pid.
+    child: Option<(Child, u32)>,
 }
+
+/// The watchdog: `$1` is the parent's pid, the rest the command (its stdout discarded);
+/// prints the command's pid, kills it when the parent is gone.
+const WATCHDOG: &str = r#"
+parent=$1
+shift
+"$@" >/dev/null & child=$!
+echo "$child"
+alive() {
+    local _pid _comm _state ppid _rest
+    read -r _pid _comm _state ppid _rest < /proc/$$/stat || return 1
+    [ "$ppid" = "$parent" ] && kill -0 "$child" 2>/dev/null
+}
+while alive; do sleep 0.5; done
+kill -9 "$child" 2>/dev/null
+wait "$child"
+"#;
 
 impl OwnRedis {
     /// A free port for a Redis server.
@@ -36,8 +58,11 @@ impl OwnRedis {
     /// Starts `redis-server` on `port` (loopback, no persistence) and waits until it
     /// accepts connections.
     pub fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("bash")
+            .args(["-c", WATCHDOG, "redis-watchdog"])
+            .arg(std::process::id().to_string())
             .args([
+                "redis-server",
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -47,9 +72,16 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
-            .expect("redis-server is installed by scripts/platform.sh");
+            .expect("bash and redis-server (installed by scripts/platform.sh)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+            &mut line,
+        )
+        .expect("the watchdog prints the server's pid");
+        let pid: u32 = line.trim().parse().expect("a pid");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "redis did not start");
@@ -57,7 +89,7 @@ impl OwnRedis {
         }
         OwnRedis {
             port,
-            child: Some(child),
+            child: Some((child, pid)),
         }
     }
 
@@ -68,9 +100,13 @@ impl OwnRedis {
 
     /// Kills the server (SIGKILL: no goodbye to the clients).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some((mut watchdog, pid)) = self.child.take() {
+            if matches!(watchdog.try_wait(), Ok(None)) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            let _ = watchdog.wait();
         }
     }
 }

@@ -197,7 +197,14 @@ pub async fn metrics_summary(
     post, path = "/api/v1/admin/users/{user_id}/unlock", tag = "admin",
     security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
-        (status = 200, description = "Unlocked", body = UserOut),
+        (status = 200, description = "Unlocked", body = UserOut, links(
+            ("unlock" = (operation_id = "unlock", parameters(("user_id" = "$response.body#/id")),
+                description = "Unlock the same account")),
+            ("deactivate" = (operation_id = "deactivate", parameters(("user_id" = "$response.body#/id")),
+                description = "Deactivate the same account")),
+            ("activate" = (operation_id = "activate", parameters(("user_id" = "$response.body#/id")),
+                description = "Reactivate the same account")),
+        )),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -224,7 +231,14 @@ pub async fn unlock(
     post, path = "/api/v1/admin/users/{user_id}/deactivate", tag = "admin",
     security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
-        (status = 200, description = "Deactivated", body = UserOut),
+        (status = 200, description = "Deactivated", body = UserOut, links(
+            ("unlock" = (operation_id = "unlock", parameters(("user_id" = "$response.body#/id")),
+                description = "Unlock the same account")),
+            ("deactivate" = (operation_id = "deactivate", parameters(("user_id" = "$response.body#/id")),
+                description = "Deactivate the same account")),
+            ("activate" = (operation_id = "activate", parameters(("user_id" = "$response.body#/id")),
+                description = "Reactivate the same account")),
+        )),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -245,7 +259,14 @@ pub async fn deactivate(
     post, path = "/api/v1/admin/users/{user_id}/activate", tag = "admin",
     security(("admin" = [])), params(("user_id" = uuid::Uuid, Path, description = "User id (UUID)")),
     responses(
-        (status = 200, description = "Activated", body = UserOut),
+        (status = 200, description = "Activated", body = UserOut, links(
+            ("unlock" = (operation_id = "unlock", parameters(("user_id" = "$response.body#/id")),
+                description = "Unlock the same account")),
+            ("deactivate" = (operation_id = "deactivate", parameters(("user_id" = "$response.body#/id")),
+                description = "Deactivate the same account")),
+            ("activate" = (operation_id = "activate", parameters(("user_id" = "$response.body#/id")),
+                description = "Reactivate the same account")),
+        )),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
