@@ -488,6 +488,21 @@ async fn readme_quick_start_ends_with_ready_tenants() {
         assert_eq!(status.schema.as_deref(), Some(name));
         assert!(status.ready_replicas >= 2, "{name}: {status:?}");
     }
+    // The examples' Ingress, as the API server stored it, fronts acme's Service.
+    let ingress = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(
+        admin().await,
+        README_NAMESPACE,
+    )
+    .get("acme")
+    .await
+    .expect("the Ingress example applied with the others");
+    let rules = ingress.spec.unwrap().rules.unwrap();
+    let backend = rules[0].http.as_ref().unwrap().paths[0]
+        .backend
+        .service
+        .clone()
+        .unwrap();
+    assert_eq!(backend.name, "acme");
 }
 
 /// The operator works with the chart's ServiceAccount (the shared operator runs as it)

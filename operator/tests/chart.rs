@@ -424,3 +424,42 @@ fn the_binary_accepts_the_deployments_arguments_and_environment() {
         }
     }
 }
+
+/// The Ingress example fronts the minimal example's tenant: its Service and named port,
+/// TLS for the same host, a body-size limit that lets the service's largest photo in.
+#[test]
+fn the_ingress_example_fronts_the_minimal_tenant_over_tls() {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let examples = chart().join("examples");
+    let ingress: Ingress =
+        serde_yaml::from_str(&std::fs::read_to_string(examples.join("ingress.yaml")).unwrap())
+            .unwrap();
+    let tenant: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(examples.join("minimal.yaml")).unwrap())
+            .unwrap();
+    let tenant_name = tenant["metadata"]["name"].as_str().unwrap();
+    let spec = ingress.spec.unwrap();
+    let rule = &spec.rules.as_ref().unwrap()[0];
+    let host = rule.host.as_deref().unwrap();
+    let backend = rule.http.as_ref().unwrap().paths[0]
+        .backend
+        .service
+        .as_ref()
+        .unwrap();
+    assert_eq!(backend.name, tenant_name, "the tenant's Service");
+    assert_eq!(
+        backend.port.as_ref().unwrap().name.as_deref(),
+        Some("http"),
+        "the Service's port name the operator sets"
+    );
+    let tls = &spec.tls.unwrap()[0];
+    assert_eq!(tls.hosts.as_deref(), Some(&[host.to_owned()][..]));
+    assert!(tls.secret_name.is_some());
+    let body = ingress.metadata.annotations.unwrap()["nginx.ingress.kubernetes.io/proxy-body-size"]
+        .clone();
+    let mib: u64 = body.trim_end_matches('m').parse().unwrap();
+    assert!(
+        mib >= 10,
+        "the service accepts 10 MiB photos by default; the Ingress allows {body}"
+    );
+}
