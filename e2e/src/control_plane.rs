@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -283,7 +283,7 @@ pub fn operator_binary() -> Result<PathBuf> {
 /// when the test process ends without dropping it (a static shared by tests).
 #[derive(Debug)]
 pub struct OperatorProcess {
-    wrapper: Child,
+    child: crate::Guarded,
     /// The operator's own process id (for SIGSTOP/SIGCONT).
     pub pid: u32,
     /// Base URL of its `/metrics`, `/healthz`, `/readyz` server.
@@ -316,51 +316,23 @@ impl OperatorProcess {
             "faceid-e2e-operator-{name}-{}.log",
             std::process::id()
         ));
-        let pid_file = log.with_extension("pid");
-        let _ = std::fs::remove_file(&pid_file);
         let out = std::fs::File::create(&log)?;
-        // The watchdog: bash runs the operator in the background and kills it as soon
-        // as the test process (PARENT) is gone.
-        let script = r#"
-"$@" & child=$!
-echo "$child" > "$PID_FILE"
-while kill -0 "$PARENT" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
-kill -9 "$child" 2>/dev/null
-wait "$child"
-"#;
-        let wrapper = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .arg("operator")
-            .arg(binary)
-            .arg("run")
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .args(args)
-            .env("PARENT", std::process::id().to_string())
-            .env("PID_FILE", &pid_file)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .envs(env)
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting faceid-operator")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = loop {
-            if let Ok(text) = std::fs::read_to_string(&pid_file)
-                && let Ok(pid) = text.trim().parse()
-            {
-                break pid;
-            }
-            if Instant::now() > deadline {
-                bail!("the operator's watchdog wrote no pid");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let err = out.try_clone()?;
+        let child = crate::spawn_guarded(binary, |cmd| {
+            cmd.arg("run")
+                .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+                .args(args)
+                .env("KUBECONFIG", kubeconfig)
+                .env("RUST_LOG", "info")
+                .envs(env)
+                .stdout(out)
+                .stderr(err)
+                .stdin(Stdio::null());
+        })
+        .context("starting faceid-operator")?;
         let mut operator = OperatorProcess {
-            wrapper,
-            pid,
+            pid: child.id(),
+            child,
             http_url: format!("http://127.0.0.1:{port}"),
             log,
         };
@@ -372,7 +344,7 @@ wait "$child"
         let client = reqwest::Client::new();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.wrapper.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!(
                     "faceid-operator exited with {status} before it was ready:\n{}",
                     self.log_tail(40)
@@ -395,20 +367,12 @@ wait "$child"
 
     /// Sends `signal` (e.g. "STOP", "CONT", "TERM") to the operator process.
     pub fn signal(&self, signal: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("kill -{signal} {} failed", self.pid);
-        }
-        Ok(())
+        self.child.signal(signal)
     }
 
     /// Whether the operator process has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.wrapper.try_wait(), Ok(Some(_)))
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// The last `n` lines the operator logged.
@@ -421,14 +385,6 @@ wait "$child"
     /// Everything the operator logged.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.signal("KILL");
-        let _ = self.wrapper.kill();
-        let _ = self.wrapper.wait();
     }
 }
 

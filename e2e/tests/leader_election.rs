@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faceid_e2e::control_plane::{ControlPlane, OperatorProcess, Poll, eventually};
+use faceid_e2e::control_plane::{
+    ControlPlane, OperatorProcess, Poll, delete_namespace, eventually,
+};
 use faceid_e2e::{repo_root, required_env};
 use faceid_operator::crd::FaceIdTenant;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -144,20 +146,7 @@ async fn one_leader_reconciles_and_a_frozen_one_hands_over() {
     }
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(NS).await.unwrap().is_some() {
-        namespaces
-            .delete(NS, &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("old namespace gone", Duration::from_secs(120), || async {
-            Ok(match namespaces.get_opt(NS).await? {
-                None => Poll::Done(()),
-                Some(_) => Poll::Pending("terminating".to_owned()),
-            })
-        })
-        .await
-        .unwrap();
-    }
+    delete_namespace(&client, NS).await.unwrap();
     namespaces
         .create(
             &PostParams::default(),
