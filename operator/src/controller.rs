@@ -866,6 +866,10 @@ async fn publish(
     action: &'static str,
     note: String,
 ) {
+    // A replica that no longer knows itself the leader publishes nothing either.
+    if ctx.may_write().is_err() {
+        return;
+    }
     ctx.events
         .publish(
             tenant,
