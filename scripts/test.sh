@@ -7,7 +7,9 @@
 #   2. cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo doc --workspace --no-deps (warnings are errors)
-#   5. cargo test --workspace (unit, integration, CRD/chart drift and end-to-end tests)
+#   5. scripts/deps.sh: cargo deny (licences, duplicate versions, banned crates,
+#      sources; advisories where the RustSec database can be fetched)
+#   6. cargo test --workspace (unit, integration, CRD/chart drift and end-to-end tests)
 # and prints the test totals last. The services are left running for the next run;
 # `scripts/platform.sh stop` and `scripts/kube.sh stop` stop them.
 set -uo pipefail
@@ -60,6 +62,7 @@ export RUSTDOCFLAGS="-D warnings"
 step "format" cargo fmt --all --check
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs" cargo doc --workspace --no-deps --locked --quiet
+step "dependencies" scripts/deps.sh
 
 run_tests() {
   # Test binaries run one at a time (each runs its tests in parallel): the face engine

@@ -10,10 +10,10 @@ use std::process::Command;
 use faceid_e2e::{repo_root, required_env};
 use faceid_operator::crd::{FaceIdTenant, validate};
 
-fn documents(path: &str) -> Vec<serde_yaml::Value> {
+fn documents(path: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
     text.split("\n---")
-        .map(|d| serde_yaml::from_str::<serde_yaml::Value>(d).unwrap())
+        .map(|d| serde_saphyr::from_str::<serde_json::Value>(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -23,7 +23,7 @@ fn suite_tenants_are_valid() {
     let tenants = documents("e2e/cluster/tenants.yaml");
     assert_eq!(tenants.len(), 2);
     for doc in tenants {
-        let t: FaceIdTenant = serde_yaml::from_value(doc).unwrap();
+        let t: FaceIdTenant = serde_json::from_value(doc).unwrap();
         let problems = validate(&t.spec);
         assert!(problems.is_empty(), "{:?}: {problems:?}", t.metadata.name);
     }
@@ -37,7 +37,7 @@ fn suite_stores_are_well_formed_and_pinned() {
         match doc["kind"].as_str().unwrap() {
             "Deployment" => {
                 let d: k8s_openapi::api::apps::v1::Deployment =
-                    serde_yaml::from_value(doc).unwrap();
+                    serde_json::from_value(doc).unwrap();
                 for c in d.spec.unwrap().template.spec.unwrap().containers {
                     let image = c.image.unwrap();
                     assert!(
@@ -52,10 +52,10 @@ fn suite_stores_are_well_formed_and_pinned() {
                 }
             }
             "Service" => {
-                let _: k8s_openapi::api::core::v1::Service = serde_yaml::from_value(doc).unwrap();
+                let _: k8s_openapi::api::core::v1::Service = serde_json::from_value(doc).unwrap();
             }
             "Secret" => {
-                let _: k8s_openapi::api::core::v1::Secret = serde_yaml::from_value(doc).unwrap();
+                let _: k8s_openapi::api::core::v1::Secret = serde_json::from_value(doc).unwrap();
             }
             other => panic!("unexpected kind {other}"),
         }

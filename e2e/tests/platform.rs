@@ -43,7 +43,7 @@ spec:
 "#,
         models = repo_root().join("models").display()
     );
-    serde_yaml::from_str(&yaml).unwrap()
+    serde_saphyr::from_str(&yaml).unwrap()
 }
 
 fn photo(name: &str) -> Vec<u8> {

@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     fn spec(extra: &str) -> FaceIdTenantSpec {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "database: {{connectionSecretRef: {{name: pg}}, schema: acme}}\n{extra}"
         ))
         .unwrap()

@@ -546,7 +546,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn example(text: &str) -> FaceIdTenant {
-        let mut t: FaceIdTenant = serde_yaml::from_str(text).unwrap();
+        let mut t: FaceIdTenant = serde_saphyr::from_str(text).unwrap();
         t.metadata = ObjectMeta {
             namespace: Some("team-a".into()),
             uid: Some("uid-1".into()),

@@ -39,7 +39,7 @@ async fn client() -> Client {
 
 async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap();
     crds.patch(
         "faceidtenants.faceid.dev",
         &PatchParams::apply(MANAGER).force(),

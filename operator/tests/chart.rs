@@ -63,7 +63,7 @@ fn helm_lint_passes() {
     run(&args);
 }
 
-fn render(extra: &[&str]) -> Vec<serde_yaml::Value> {
+fn render(extra: &[&str]) -> Vec<serde_json::Value> {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -75,14 +75,15 @@ fn render(extra: &[&str]) -> Vec<serde_yaml::Value> {
     ];
     args.extend_from_slice(extra);
     let text = run(&args);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &serde_yaml::Value| !v.is_null())
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|v| !v.is_null())
         .collect()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(doc: &serde_yaml::Value) -> T {
-    serde_yaml::from_value(doc.clone()).unwrap_or_else(|e| {
+fn parse<T: serde::de::DeserializeOwned>(doc: &serde_json::Value) -> T {
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| {
         panic!(
             "{} does not parse: {e}\n{doc:?}",
             doc["kind"].as_str().unwrap_or("?")
@@ -432,10 +433,10 @@ fn the_ingress_example_fronts_the_minimal_tenant_over_tls() {
     use k8s_openapi::api::networking::v1::Ingress;
     let examples = chart().join("examples");
     let ingress: Ingress =
-        serde_yaml::from_str(&std::fs::read_to_string(examples.join("ingress.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(examples.join("ingress.yaml")).unwrap())
             .unwrap();
-    let tenant: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(examples.join("minimal.yaml")).unwrap())
+    let tenant: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(examples.join("minimal.yaml")).unwrap())
             .unwrap();
     let tenant_name = tenant["metadata"]["name"].as_str().unwrap();
     let spec = ingress.spec.unwrap();

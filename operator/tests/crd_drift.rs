@@ -37,14 +37,14 @@ fn chart_crd_matches_the_types() {
 }
 
 fn schema() -> serde_json::Value {
-    let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
+    let crd: serde_json::Value = serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
 fn example(name: &str) -> serde_json::Value {
     let text =
         std::fs::read_to_string(root().join("charts/faceid-operator/examples").join(name)).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_saphyr::from_str(&text).unwrap()
 }
 
 fn cel(object: &serde_json::Value, old: Option<&serde_json::Value>) -> Vec<String> {

@@ -27,7 +27,6 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use common::{Multipart, Reply, Tenant, face};
 use faceid_service::domain::tokens::TokenService;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 const IP: &str = "198.51.100.7";
@@ -622,23 +621,37 @@ fn claims(t: &Tenant, sub: &str, iat: i64, exp: i64, nbf: i64) -> Value {
     })
 }
 
+/// A JWT signed with HMAC-SHA256 under `secret`, made here from its parts (not by the
+/// service's own token code) so the forgeries below do not share its assumptions.
 fn hs256(claims: &Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap()
+    use hmac::Mac;
+    let input = signing_input("HS256", claims);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(input.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    format!("{input}.{}", harness::b64url(&tag))
 }
 
-/// An RSA key pair made by the openssl CLI: the private key as PKCS#1 DER, the public
-/// key as PEM text (SPKI).
-fn rsa_key_pair() -> (Vec<u8>, Vec<u8>) {
+/// `base64url(header).base64url(claims)` for a token of algorithm `alg`.
+fn signing_input(alg: &str, claims: &Value) -> String {
+    let header = json!({ "alg": alg, "typ": "JWT" });
+    format!(
+        "{}.{}",
+        harness::b64url(header.to_string().as_bytes()),
+        harness::b64url(claims.to_string().as_bytes())
+    )
+}
+
+/// An RS256 token for `claims` signed with a fresh RSA key by the openssl command line
+/// tool, and that key's public half as PEM text (SPKI): the material of an algorithm
+/// confusion attack.
+fn rs256_forgery(claims: &Value) -> (String, Vec<u8>) {
     let dir = std::env::temp_dir().join(format!("faceid-rsa-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let private = dir.join("private.pem");
-    let private_der = dir.join("private.der");
     let public = dir.join("public.pem");
+    let input_file = dir.join("input");
+    let signature_file = dir.join("signature");
     let run = |args: &[&str]| {
         let status = std::process::Command::new("openssl")
             .args(args)
@@ -647,6 +660,7 @@ fn rsa_key_pair() -> (Vec<u8>, Vec<u8>) {
             .expect("the openssl command line tool");
         assert!(status.success(), "openssl {args:?}");
     };
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     run(&[
         "genpkey",
         "-algorithm",
@@ -654,32 +668,35 @@ fn rsa_key_pair() -> (Vec<u8>, Vec<u8>) {
         "-pkeyopt",
         "rsa_keygen_bits:2048",
         "-out",
-        private.to_str().unwrap(),
+        &path(&private),
     ]);
     run(&[
         "pkey",
         "-in",
-        private.to_str().unwrap(),
+        &path(&private),
         "-pubout",
         "-out",
-        public.to_str().unwrap(),
+        &path(&public),
     ]);
+    let input = signing_input("RS256", claims);
+    std::fs::write(&input_file, &input).unwrap();
+    // RS256 is RSASSA-PKCS1-v1_5 over SHA-256: `openssl dgst -sign` with an RSA key.
     run(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-traditional",
-        "-outform",
-        "DER",
+        "dgst",
+        "-sha256",
+        "-sign",
+        &path(&private),
         "-out",
-        private_der.to_str().unwrap(),
+        &path(&signature_file),
+        &path(&input_file),
     ]);
-    let pair = (
-        std::fs::read(&private_der).unwrap(),
-        std::fs::read(&public).unwrap(),
+    let token = format!(
+        "{input}.{}",
+        harness::b64url(&std::fs::read(&signature_file).unwrap())
     );
+    let public_pem = std::fs::read(&public).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    pair
+    (token, public_pem)
 }
 
 async fn me(t: &Tenant, token: &str) -> Reply {
@@ -713,13 +730,7 @@ async fn forged_and_foreign_access_tokens_are_refused() {
 
     let b64 = |v: &Value| harness::b64url(v.to_string().as_bytes());
     let good_parts: Vec<&str> = good.split('.').collect();
-    let (private_der, public_pem) = rsa_key_pair();
-    let rs256 = jsonwebtoken::encode(
-        &Header::new(Algorithm::RS256),
-        &claims(&t, &victim_id, now, now + 600, now),
-        &EncodingKey::from_rsa_der(&private_der),
-    )
-    .unwrap();
+    let (rs256, public_pem) = rs256_forgery(&claims(&t, &victim_id, now, now + 600, now));
 
     let other = Tenant::new(&[]).await;
     let foreign_user = other

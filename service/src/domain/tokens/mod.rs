@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+mod crypto;
+
 /// Claims of an access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -75,6 +77,7 @@ impl TokenService {
     /// A token service for `tenant` signing with `secret` (at least 32 bytes, checked by
     /// the configuration).
     pub fn new(tenant: &str, secret: &[u8], access_ttl: Duration) -> Self {
+        crypto::install();
         let issuer = format!("faceid/{tenant}");
         // Only HS256 verifies: `none`, RS/ES (key confusion) and other HS sizes are refused.
         let mut validation = Validation::new(Algorithm::HS256);
