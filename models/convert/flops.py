@@ -17,6 +17,8 @@ SIZES = {
     "face_landmarks.onnx": [(1, 3, 112, 112)],
     "face_recognition.onnx": [(1, 3, 150, 150)],
     "anti_spoof.onnx": [(1, 3, 128, 128)],
+    "anti_spoof_minifasnet_v2.onnx": [(1, 3, 80, 80)],
+    "anti_spoof_minifasnet_v1se.onnx": [(1, 3, 80, 80)],
 }
 
 

@@ -232,12 +232,19 @@ fn genuine_photos_mostly_pass_liveness_and_signals_are_bounded() {
             s.frequency,
             s.color,
             s.brightness,
-            s.model,
+            s.model.unwrap_or(0.0),
             s.minifasnet_v2,
             s.minifasnet_v1se,
         ] {
             assert!((0.0..=1.0).contains(&v), "{}: {l:?}", name(p));
         }
+        // The small network runs only where the rule reads it: photos without context.
+        assert_eq!(
+            s.model.is_some(),
+            s.context < faceid_service::face::liveness::MIN_CONTEXT,
+            "{}: {l:?}",
+            name(p)
+        );
         assert_eq!(l.is_live, l.score >= engine().liveness_threshold());
         total += 1;
         live += usize::from(l.is_live);

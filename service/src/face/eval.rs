@@ -381,7 +381,7 @@ fn signal_row(o: &Outcome) -> String {
             l.signals.frequency,
             l.signals.color,
             l.signals.brightness,
-            l.signals.model,
+            l.signals.model.unwrap_or(f32::NAN),
             r.lbp_entropy,
             r.hf_energy,
             r.hf_peak,
@@ -725,7 +725,7 @@ fn mean_signals(out: &mut String, r: &EvalReport) {
             m(&|l| l.signals.frequency),
             m(&|l| l.signals.color),
             m(&|l| l.signals.brightness),
-            m(&|l| l.signals.model),
+            m(&|l| l.signals.model.unwrap_or(f32::NAN)),
             m(&|l| liveness::signal_score(&l.signals)),
             m(&|l| liveness::minifasnet_score(&l.signals)),
             m(&|l| l.score)

@@ -80,8 +80,9 @@ pub struct LivenessSignals {
     pub color: f32,
     /// Exposure plausibility.
     pub brightness: f32,
-    /// The small anti-spoofing network's "real" probability.
-    pub model: f32,
+    /// The small anti-spoofing network's "real" probability; `None` when the service's
+    /// rule did not need the network for this photo (see [`Fusion::needs_small_network`]).
+    pub model: Option<f32>,
     /// MiniFASNetV2's "real" probability (2.7x crop).
     pub minifasnet_v2: f32,
     /// MiniFASNetV1SE's "real" probability (4x crop).
@@ -123,15 +124,35 @@ pub struct RawFeatures {
 /// The weighted mean of the hand-made signals and the small network ([`WEIGHTS`]): the
 /// whole liveness score before MiniFASNet.
 pub fn signal_score(s: &LivenessSignals) -> f32 {
+    let Some(model) = s.model else {
+        return hand_score(s);
+    };
     let w = WEIGHTS;
     let total = w.texture + w.frequency + w.color + w.brightness + w.model;
     let score = (w.texture * s.texture
         + w.frequency * s.frequency
         + w.color * s.color
         + w.brightness * s.brightness
-        + w.model * s.model)
+        + w.model * model)
         / total;
     score.clamp(0.0, 1.0)
+}
+
+/// The hand-made signals alone: [`signal_score`] without the small network's weight.
+pub fn hand_score(s: &LivenessSignals) -> f32 {
+    let w = WEIGHTS;
+    let total = w.texture + w.frequency + w.color + w.brightness;
+    let score = (w.texture * s.texture
+        + w.frequency * s.frequency
+        + w.color * s.color
+        + w.brightness * s.brightness)
+        / total;
+    score.clamp(0.0, 1.0)
+}
+
+/// MiniFASNetV2's "real" probability alone, on the liveness scale.
+pub fn minifasnet_v2_score(s: &LivenessSignals) -> f32 {
+    s.minifasnet_v2.clamp(0.0, 1.0).powf(MINIFASNET_CALIBRATION)
 }
 
 /// Upstream's MiniFASNet decision value: the mean of the two "real" probabilities,
@@ -167,19 +188,30 @@ pub enum Fusion {
     GatedMean,
     /// `min(h, m)` with context, else `h`.
     GatedMin,
+    /// `(h4 + m) / 2` with context, else `h`: `h4` is the hand-made signals alone
+    /// ([`hand_score`]), so the small anti-spoofing network runs only without context.
+    GatedMeanHand,
+    /// `(h + m2) / 2` with context, else `h`: MiniFASNetV2 alone (`m2`), no V1SE.
+    GatedMeanV2,
+    /// `(h4 + m2) / 2` with context, else `h`: neither V1SE nor the small network when
+    /// the photo has context.
+    GatedMeanHandV2,
 }
 
 /// The rule the service applies (chosen in `docs/FACE_ENGINE.md`, "Liveness").
-pub const FUSION: Fusion = Fusion::GatedMean;
+pub const FUSION: Fusion = Fusion::GatedMeanHand;
 
 impl Fusion {
     /// Every rule, for the evaluation.
-    pub const ALL: [Fusion; 5] = [
+    pub const ALL: [Fusion; 8] = [
         Fusion::Signals,
         Fusion::MiniFasNet,
         Fusion::Gated,
         Fusion::GatedMean,
         Fusion::GatedMin,
+        Fusion::GatedMeanHand,
+        Fusion::GatedMeanV2,
+        Fusion::GatedMeanHandV2,
     ];
 
     /// A short name for reports.
@@ -190,6 +222,21 @@ impl Fusion {
             Fusion::Gated => "MiniFASNet if context, else signals",
             Fusion::GatedMean => "mean(signals, MiniFASNet) if context, else signals",
             Fusion::GatedMin => "min(signals, MiniFASNet) if context, else signals",
+            Fusion::GatedMeanHand => {
+                "mean(hand signals, MiniFASNet) if context, else signals (no small net)"
+            }
+            Fusion::GatedMeanV2 => "mean(signals, MiniFASNetV2) if context, else signals",
+            Fusion::GatedMeanHandV2 => "mean(hand signals, MiniFASNetV2) if context, else signals",
+        }
+    }
+
+    /// Whether the rule reads the small anti-spoofing network's output for a photo of
+    /// this `context`: the engine skips the network (2.3 ms per login) when it does not.
+    pub fn needs_small_network(self, context: f32) -> bool {
+        match self {
+            Fusion::GatedMeanHand | Fusion::GatedMeanHandV2 => context < MIN_CONTEXT,
+            Fusion::MiniFasNet => false,
+            _ => true,
         }
     }
 
@@ -204,6 +251,9 @@ impl Fusion {
             Fusion::Gated => m,
             Fusion::GatedMean => (h + m) / 2.0,
             Fusion::GatedMin => h.min(m),
+            Fusion::GatedMeanHand => (hand_score(s) + m) / 2.0,
+            Fusion::GatedMeanV2 => (h + minifasnet_v2_score(s)) / 2.0,
+            Fusion::GatedMeanHandV2 => (hand_score(s) + minifasnet_v2_score(s)) / 2.0,
         }
     }
 }
@@ -539,7 +589,7 @@ mod tests {
             frequency: v,
             color: v,
             brightness: v,
-            model: v,
+            model: Some(v),
             minifasnet_v2: v,
             minifasnet_v1se: v,
             context: 3.0,
@@ -559,30 +609,42 @@ mod tests {
         assert!((signal_score(&all(1.0)) - 1.0).abs() < 1e-6);
         assert!(signal_score(&all(0.0)).abs() < 1e-6);
         let model_only = LivenessSignals {
-            model: 1.0,
+            model: Some(1.0),
             ..all(0.0)
         };
         assert!((signal_score(&model_only) - WEIGHTS.model).abs() < 1e-6);
+        // without the network's output: the hand-made signals alone
+        let skipped = LivenessSignals {
+            model: None,
+            ..all(0.6)
+        };
+        assert!((signal_score(&skipped) - 0.6).abs() < 1e-6);
     }
 
     #[test]
     fn minifasnet_decides_only_with_context() {
-        // a print the hand-made signals like and MiniFASNet does not
+        // a print the hand-made signals like and MiniFASNet does not; the small network
+        // thinks it live, and is not asked
         let print = LivenessSignals {
             minifasnet_v2: 0.0,
             minifasnet_v1se: 0.2,
+            model: Some(1.0),
             ..all(0.9)
         };
-        // the mean of the signal score and the networks' 0.1 on the liveness scale
-        let expected = (signal_score(&print) + 0.1f32.powf(MINIFASNET_CALIBRATION)) / 2.0;
+        // the mean of the hand-made signals and the networks' 0.1 on the liveness scale
+        let expected = (0.9 + 0.1f32.powf(MINIFASNET_CALIBRATION)) / 2.0;
         assert!((fuse(&print) - expected).abs() < 1e-6);
         assert!(fuse(&print) < 0.7);
-        // the same face filling the frame: MiniFASNet saw no context, the signals decide
+        assert!(!FUSION.needs_small_network(print.context));
+        // the same face filling the frame: MiniFASNet saw no context, the signals
+        // (with the small network) decide
         let tight = LivenessSignals {
             context: 1.1,
             ..print
         };
-        assert!((fuse(&tight) - 0.9).abs() < 1e-6);
+        assert!(FUSION.needs_small_network(tight.context));
+        assert!((fuse(&tight) - signal_score(&tight)).abs() < 1e-6);
+        assert!((fuse(&tight) - (0.65 * 0.9 + 0.35)).abs() < 1e-5);
         for rule in Fusion::ALL {
             for v in [0.0, 0.5, 1.0] {
                 assert!((0.0..=1.0).contains(&rule.apply(&all(v))), "{rule:?}");
