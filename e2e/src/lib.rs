@@ -255,6 +255,11 @@ impl ServiceProcess {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process logged.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -69,7 +69,9 @@ pub fn document(max_upload_bytes: u64) -> serde_json::Value {
     let note = format!(
         " At most {max_upload_bytes} bytes, the whole request body included (MAX_UPLOAD_BYTES; \
          larger: 413 `payload_too_large`). Width, height and pixel count are bounded too \
-         (MAX_IMAGE_WIDTH, MAX_IMAGE_HEIGHT, MAX_IMAGE_PIXELS; larger: 400 `image_too_large`)."
+         (MAX_IMAGE_WIDTH, MAX_IMAGE_HEIGHT, MAX_IMAGE_PIXELS): a baseline JPEG above them, up \
+         to 100 megapixels, is decoded at 1/2, 1/4 or 1/8 of its size instead; anything else \
+         larger: 400 `image_too_large`)."
     );
     if let Some(components) = doc.components.as_mut() {
         for schema in components.schemas.values_mut() {
