@@ -104,6 +104,9 @@ pub struct Registered {
     pub tokens: TokenPair,
     /// Liveness score of the registration photo (absent when liveness is disabled).
     pub liveness_score: Option<f32>,
+    /// Faces found in the photo. Above 1, the largest face was used because it dominates
+    /// the photo (docs/FACE_ENGINE.md, "Several faces"); the others were ignored.
+    pub faces_detected: usize,
 }
 
 /// 200 answer of a login.
@@ -118,6 +121,9 @@ pub struct LoggedIn {
     pub liveness_score: Option<f32>,
     /// `1 − distance` to the nearest enrolled template, clamped to [0, 1].
     pub confidence_score: f32,
+    /// Faces found in the photo. Above 1, the largest face was used because it dominates
+    /// the photo (docs/FACE_ENGINE.md, "Several faces"); the others were ignored.
+    pub faces_detected: usize,
 }
 
 /// Registration input, validated.
@@ -379,6 +385,7 @@ async fn register_inner(
         user: UserOut::from_row(user, now),
         tokens,
         liveness_score: analysis.liveness.map(|l| l.score),
+        faces_detected: analysis.face_count,
     })
 }
 
@@ -449,7 +456,9 @@ async fn login_inner(
         tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
         return Err(ApiError::LivenessFailed);
     }
-    conclude_login(state, client, user, outcome, liveness).await
+    let mut logged_in = conclude_login(state, client, user, outcome, liveness).await?;
+    logged_in.faces_detected = analysis.face_count;
+    Ok(logged_in)
 }
 
 /// A failed attempt of `client`, for the fraud record and the lockout.
@@ -637,6 +646,8 @@ async fn conclude_login(
         user: UserOut::from_row(user, now),
         liveness_score: liveness,
         confidence_score: confidence,
+        // the caller, who has the analysis, sets it
+        faces_detected: 1,
     })
 }
 
@@ -751,6 +762,9 @@ pub struct FaceEnrolled {
     pub distance: f32,
     /// Liveness score of the photo.
     pub liveness_score: Option<f32>,
+    /// Faces found in the photo. Above 1, the largest face was used because it dominates
+    /// the photo (docs/FACE_ENGINE.md, "Several faces"); the others were ignored.
+    pub faces_detected: usize,
 }
 
 /// Enrols another photo of the signed-in user. The photo must pass liveness and match
@@ -797,6 +811,7 @@ pub async fn enroll_face(state: &AppState, user: Uuid, image: Bytes) -> ApiResul
         face_count,
         distance,
         liveness_score: analysis.liveness.map(|l| l.score),
+        faces_detected: analysis.face_count,
     })
 }
 

@@ -17,8 +17,8 @@ use super::models::{self, RecognitionPrecision, VerifiedModel};
 use super::pool::Pool;
 use super::quality::{self, MIN_FACE_PX};
 use super::{
-    Analysis, AnalyzeOptions, COMPARABLE_FACE_AREA, EngineConfig, EngineError, FaceError,
-    FaceReport, Purpose, StageTimings, decode,
+    Analysis, AnalyzeOptions, COMPARABLE_FACE_AREA, DOMINANT_FACE_AREA, DOMINANT_FACE_CENTRE,
+    EngineConfig, EngineError, FaceError, FaceReport, Purpose, StageTimings, decode,
 };
 
 /// Every face of an image (see [`FaceEngine::embed_all_blocking`]).
@@ -475,7 +475,7 @@ impl FaceEngine {
         let t0 = Instant::now();
         let faces = detect_faces(s, &img, &self.inner.config)?;
         t.detect_ms = ms(t0);
-        let face = select_face(&faces, opts.purpose)?;
+        let face = select_face(&faces, opts.purpose, img.dimensions())?;
 
         let t0 = Instant::now();
         let (points, details, chip) = align_face(s, &img, &face)?;
@@ -736,7 +736,11 @@ fn detect_once(
 }
 
 /// Applies the [`Purpose`] rule to faces sorted by descending area.
-fn select_face(faces: &[Detection], purpose: Purpose) -> Result<Detection, FaceError> {
+fn select_face(
+    faces: &[Detection],
+    purpose: Purpose,
+    frame: (u32, u32),
+) -> Result<Detection, FaceError> {
     let largest = *faces.first().ok_or(FaceError::NoFace)?;
     match purpose {
         Purpose::Enroll => {
@@ -745,19 +749,44 @@ fn select_face(faces: &[Detection], purpose: Purpose) -> Result<Detection, FaceE
                 .iter()
                 .filter(|f| f.bbox.width.min(f.bbox.height) >= MIN_FACE_PX)
                 .count();
-            if usable > 1 {
+            if usable > 1 && !dominates(&largest, faces, frame) {
                 return Err(FaceError::MultipleFaces { count: usable });
             }
         }
         Purpose::Identify => {
             let min_area = largest.bbox.area() * COMPARABLE_FACE_AREA;
             let comparable = faces.iter().filter(|f| f.bbox.area() >= min_area).count();
-            if comparable > 1 {
+            if comparable > 1 && !dominates(&largest, faces, frame) {
                 return Err(FaceError::MultipleFaces { count: comparable });
             }
         }
     }
     Ok(largest)
+}
+
+/// Whether `largest` (the first of `faces`, sorted by area) dominates the photo for
+/// enrolment ([`DOMINANT_FACE_AREA`], [`DOMINANT_FACE_CENTRE`]).
+fn dominates(largest: &Detection, faces: &[Detection], (width, height): (u32, u32)) -> bool {
+    let (w, h) = (width as f32, height as f32);
+    // distance of a box's centre from the frame's centre, per axis, as a fraction of it
+    let offset = |f: &Detection| {
+        let b = &f.bbox;
+        (
+            ((b.x + b.width / 2.0) - w / 2.0).abs() / w,
+            ((b.y + b.height / 2.0) - h / 2.0).abs() / h,
+        )
+    };
+    let (dx, dy) = offset(largest);
+    let centred = dx <= DOMINANT_FACE_CENTRE && dy <= DOMINANT_FACE_CENTRE;
+    let max_other = largest.bbox.area() * DOMINANT_FACE_AREA;
+    let others_aside = faces[1..]
+        .iter()
+        .filter(|f| f.bbox.width.min(f.bbox.height) >= MIN_FACE_PX)
+        .all(|f| {
+            let (dx, dy) = offset(f);
+            f.bbox.area() <= max_other && dx.max(dy) > DOMINANT_FACE_CENTRE
+        });
+    centred && others_aside
 }
 
 /// Landmarks, then the dlib chip.

@@ -261,8 +261,9 @@ impl EngineConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
-    /// Registration: exactly one usable face (one whose size passes the quality check);
-    /// a second usable face is [`FaceError::MultipleFaces`].
+    /// Registration: one usable face (one whose size passes the quality check), or a
+    /// largest face that dominates every other usable one ([`DOMINANT_FACE_AREA`], centred
+    /// per [`DOMINANT_FACE_CENTRE`]); otherwise [`FaceError::MultipleFaces`].
     Enroll,
     /// Login: the largest face; [`FaceError::MultipleFaces`] when another face is
     /// comparable, i.e. its box area is at least [`COMPARABLE_FACE_AREA`] of the largest.
@@ -272,6 +273,19 @@ pub enum Purpose {
 /// For [`Purpose::Identify`], a second face whose box area is at least this fraction of
 /// the largest face's makes the image ambiguous.
 pub const COMPARABLE_FACE_AREA: f32 = 0.5;
+
+/// For [`Purpose::Enroll`], the largest face is used despite other usable faces when it
+/// dominates: each other usable face has at most this fraction of its box area (at most
+/// 0.8 as wide and high) ...
+pub const DOMINANT_FACE_AREA: f32 = 0.64;
+
+/// ... the largest face's centre lies within this fraction of the width and of the height
+/// of the frame's centre, and every other usable face's centre lies farther out on at
+/// least one axis. The subject of a photo is framed; someone beside or behind them is at
+/// the edge (LFW's crops: the subject centred, a neighbour cut by the border). Two faces
+/// side by side, or one large face at the edge, stay `multiple_faces`: picking one by
+/// size alone would be a guess about whom to enrol.
+pub const DOMINANT_FACE_CENTRE: f32 = 0.2;
 
 /// Options of one analysis.
 #[derive(Clone, Copy, Debug)]
