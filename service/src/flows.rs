@@ -456,9 +456,8 @@ async fn login_inner(
         tracing::warn!(event = "spoof_detected", flow = "login", client_ip = %client.ip, "login refused by liveness");
         return Err(ApiError::LivenessFailed);
     }
-    let mut logged_in = conclude_login(state, client, user, outcome, liveness).await?;
-    logged_in.faces_detected = analysis.face_count;
-    Ok(logged_in)
+    let faces_detected = analysis.face_count;
+    conclude_login(state, client, user, outcome, liveness, faces_detected).await
 }
 
 /// A failed attempt of `client`, for the fraud record and the lockout.
@@ -591,6 +590,7 @@ async fn conclude_login(
     user: Option<UserRow>,
     outcome: MatchOutcome,
     liveness: Option<f32>,
+    faces_detected: usize,
 ) -> ApiResult<LoggedIn> {
     let (user, confidence) = match outcome {
         MatchOutcome::NoMatch { best_distance } => {
@@ -646,8 +646,7 @@ async fn conclude_login(
         user: UserOut::from_row(user, now),
         liveness_score: liveness,
         confidence_score: confidence,
-        // the caller, who has the analysis, sets it
-        faces_detected: 1,
+        faces_detected,
     })
 }
 
