@@ -21,6 +21,12 @@ fi
 
 "$DENY" --offline check bans licenses sources
 
+# The fuzz targets are a workspace of their own (service/fuzz) with a committed lock file:
+# it must follow the service's dependencies (cargo fails here if it needs an update:
+# `cd service/fuzz && cargo update -w`).
+cargo metadata --locked --format-version 1 --manifest-path service/fuzz/Cargo.toml >/dev/null
+echo "service/fuzz/Cargo.lock ok"
+
 # The advisory database is a git repository on github.com. Where it cannot be reached
 # (the build machines here reach package registries only) the check cannot run; it
 # says so loudly instead of passing in silence. Where it is fetched, every advisory
