@@ -1,6 +1,10 @@
 """Verification accuracy of the embedding pipeline on a labelled photo folder, per step.
 
-    .dev/models-venv/bin/python e2e/accuracy/lfw_steps.py target/release/faceid ../shared/faces-lfw-dev
+    .dev/models-venv/bin/python e2e/accuracy/lfw_steps.py target/release/faceid DIR
+
+DIR: any folder laid out like testdata/faces (which works, with few pairs); the figures
+in docs/FACE_ENGINE.md are for ../shared/faces-lfw-dev (823 photos of 250 people), which
+is not part of the repository and not read by the test command.
 
 (`source .dev/env` first, for ORT_DYLIB_PATH; the models-venv of `models/build.sh` has
 numpy and Pillow.) DIR/genuine holds `<person>_<n>.<ext>` photos. Every photo is

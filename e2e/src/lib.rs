@@ -34,6 +34,42 @@ pub fn required_env(name: &str) -> Result<String> {
     })
 }
 
+/// The environment of a `faceid serve` for a tenant of its own in `schema` of the test
+/// database: `DATABASE_URL` and `ORT_DYLIB_PATH` from this process's environment, the
+/// repository's models, test keys (`admin_key` for the admin API), then `extra`, which
+/// adds to or overrides these.
+pub fn service_env(
+    schema: &str,
+    tenant: &str,
+    admin_key: &str,
+    extra: &[(&str, &str)],
+) -> Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = [
+        ("DATABASE_URL", required_env("DATABASE_URL")?),
+        ("DATABASE_SCHEMA", schema.to_owned()),
+        ("TENANT", tenant.to_owned()),
+        (
+            "SECRET_KEY",
+            format!("{tenant}-e2e-secret-key-0123456789abcdef"),
+        ),
+        ("ADMIN_API_KEY", admin_key.to_owned()),
+        (
+            "MODELS_DIR",
+            repo_root().join("models").display().to_string(),
+        ),
+        ("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH")?),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Ok(env)
+}
+
 /// The `faceid` binary that `cargo test --workspace` built beside this test executable.
 pub fn faceid_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;

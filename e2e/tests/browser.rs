@@ -8,10 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
-use faceid_e2e::{ServiceProcess, faces_dir, free_port, repo_root, required_env, write_y4m};
+use faceid_e2e::{
+    ServiceProcess, faces_dir, free_port, repo_root, required_env, service_env, write_y4m,
+};
 
 #[tokio::test]
 async fn camera_page_registers_and_logs_in_in_chromium() {
@@ -21,25 +22,13 @@ async fn camera_page_registers_and_logs_in_in_chromium() {
         "browser_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let env: BTreeMap<String, String> = [
-        ("DATABASE_URL", required_env("DATABASE_URL").unwrap()),
-        ("DATABASE_SCHEMA", schema.clone()),
-        ("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH").unwrap()),
-        (
-            "MODELS_DIR",
-            repo_root().join("models").display().to_string(),
-        ),
-        ("TENANT", "browser".to_owned()),
-        (
-            "SECRET_KEY",
-            "browser-e2e-secret-key-0123456789abcdef".to_owned(),
-        ),
-        ("ADMIN_API_KEY", "browser-e2e-admin-key".to_owned()),
-        ("LOG_FORMAT", "json".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = service_env(
+        &schema,
+        "browser",
+        "browser-e2e-admin-key",
+        &[("LOG_FORMAT", "json")],
+    )
+    .unwrap();
     let service = ServiceProcess::start(&env, free_port().unwrap(), "browser")
         .await
         .unwrap();

@@ -5,12 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::time::Duration;
 
 use faceid_e2e::bench::rss_mib;
-use faceid_e2e::{ServiceProcess, faces_dir, free_port, repo_root, required_env};
+use faceid_e2e::{ServiceProcess, faces_dir, free_port, service_env};
 use reqwest::multipart::{Form, Part};
 
 /// Peak resident memory (VmHWM) allowed while 16 uploads of 50 MP photos are in flight,
@@ -62,28 +61,18 @@ async fn fifty_megapixel_photos_log_in_and_sixteen_at_once_stay_within_the_memor
         photo.len()
     );
     let schema = format!("phone_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let env: BTreeMap<String, String> = [
-        ("DATABASE_URL", required_env("DATABASE_URL").unwrap()),
-        ("DATABASE_SCHEMA", schema),
-        ("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH").unwrap()),
-        (
-            "MODELS_DIR",
-            repo_root().join("models").display().to_string(),
-        ),
-        ("TENANT", "phone".to_owned()),
-        (
-            "SECRET_KEY",
-            "phone-photos-secret-key-0123456789abcdef".to_owned(),
-        ),
-        ("ADMIN_API_KEY", "phone-photos-admin-key".to_owned()),
-        ("FACE_POOL_SIZE", "2".to_owned()),
-        ("RATE_LIMIT_LOGIN", "1000/minute".to_owned()),
-        // as the container image and scripts/run.sh set it
-        ("MALLOC_ARENA_MAX", "2".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = service_env(
+        &schema,
+        "phone",
+        "phone-photos-admin-key",
+        &[
+            ("FACE_POOL_SIZE", "2"),
+            ("RATE_LIMIT_LOGIN", "1000/minute"),
+            // as the container image and scripts/run.sh set it
+            ("MALLOC_ARENA_MAX", "2"),
+        ],
+    )
+    .unwrap();
     let service = ServiceProcess::start(&env, free_port().unwrap(), "phone-photos")
         .await
         .unwrap();

@@ -22,11 +22,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed assertion
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use faceid_e2e::{ServiceProcess, faces_dir, free_port, repo_root, required_env};
+use faceid_e2e::{ServiceProcess, faces_dir, free_port, required_env, service_env};
 
 const ADMIN_KEY: &str = "schemathesis-admin-key-0123456789";
 
@@ -131,30 +130,20 @@ async fn generated_requests_find_no_5xx_and_no_schema_violation() {
         )
     });
     let schema = format!("st_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let env: BTreeMap<String, String> = [
-        ("DATABASE_URL", required_env("DATABASE_URL").unwrap()),
-        ("DATABASE_SCHEMA", schema.clone()),
-        ("TENANT", schema.replace('_', "-")),
-        (
-            "SECRET_KEY",
-            "schemathesis-secret-0123456789abcdef".to_owned(),
-        ),
-        ("ADMIN_API_KEY", ADMIN_KEY.to_owned()),
-        (
-            "MODELS_DIR",
-            repo_root().join("models").display().to_string(),
-        ),
-        ("ORT_DYLIB_PATH", required_env("ORT_DYLIB_PATH").unwrap()),
-        // Generated requests all come from 127.0.0.1: limits high enough that the
-        // handlers, not the limiter, answer them (429 stays documented and checked).
-        ("RATE_LIMIT_REGISTER", "100000/hour".to_owned()),
-        ("RATE_LIMIT_LOGIN", "100000/minute".to_owned()),
-        ("RATE_LIMIT_DEFAULT", "100000/hour".to_owned()),
-        ("FACE_POOL_SIZE", "2".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = service_env(
+        &schema,
+        &schema.replace('_', "-"),
+        ADMIN_KEY,
+        &[
+            // Generated requests all come from 127.0.0.1: limits high enough that the
+            // handlers, not the limiter, answer them (429 stays documented and checked).
+            ("RATE_LIMIT_REGISTER", "100000/hour"),
+            ("RATE_LIMIT_LOGIN", "100000/minute"),
+            ("RATE_LIMIT_DEFAULT", "100000/hour"),
+            ("FACE_POOL_SIZE", "2"),
+        ],
+    )
+    .unwrap();
     let service = ServiceProcess::start(&env, free_port().unwrap(), "schemathesis")
         .await
         .unwrap();

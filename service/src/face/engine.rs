@@ -526,12 +526,11 @@ impl FaceEngine {
         signals: SignalSet,
     ) -> Result<(LivenessReport, RawFeatures), FaceError> {
         let context = minifasnet::context(img.width(), img.height(), &face.bbox);
-        let model = match signals {
-            SignalSet::All => Some(small_network_real(s, img, face)?),
-            SignalSet::Decision if liveness::FUSION.needs_small_network(context) => {
-                Some(small_network_real(s, img, face)?)
-            }
-            SignalSet::Decision => None,
+        let needed = signals == SignalSet::All || liveness::FUSION.needs_small_network(context);
+        let model = if needed {
+            Some(small_network_real(s, img, face)?)
+        } else {
+            None
         };
         let raw = liveness::raw_features(img, &face.bbox);
         let [texture, frequency, color, brightness] = liveness::hand_signals(&raw);

@@ -124,30 +124,28 @@ pub struct RawFeatures {
 /// The weighted mean of the hand-made signals and the small network ([`WEIGHTS`]): the
 /// whole liveness score before MiniFASNet.
 pub fn signal_score(s: &LivenessSignals) -> f32 {
-    let Some(model) = s.model else {
-        return hand_score(s);
+    let (sum, weight) = hand_weighted_sum(s);
+    let (sum, weight) = match s.model {
+        Some(model) => (sum + WEIGHTS.model * model, weight + WEIGHTS.model),
+        None => (sum, weight),
     };
-    let w = WEIGHTS;
-    let total = w.texture + w.frequency + w.color + w.brightness + w.model;
-    let score = (w.texture * s.texture
-        + w.frequency * s.frequency
-        + w.color * s.color
-        + w.brightness * s.brightness
-        + w.model * model)
-        / total;
-    score.clamp(0.0, 1.0)
+    (sum / weight).clamp(0.0, 1.0)
 }
 
 /// The hand-made signals alone: [`signal_score`] without the small network's weight.
 pub fn hand_score(s: &LivenessSignals) -> f32 {
+    let (sum, weight) = hand_weighted_sum(s);
+    (sum / weight).clamp(0.0, 1.0)
+}
+
+/// The hand-made signals' weighted sum and the sum of their weights.
+fn hand_weighted_sum(s: &LivenessSignals) -> (f32, f32) {
     let w = WEIGHTS;
-    let total = w.texture + w.frequency + w.color + w.brightness;
-    let score = (w.texture * s.texture
+    let sum = w.texture * s.texture
         + w.frequency * s.frequency
         + w.color * s.color
-        + w.brightness * s.brightness)
-        / total;
-    score.clamp(0.0, 1.0)
+        + w.brightness * s.brightness;
+    (sum, w.texture + w.frequency + w.color + w.brightness)
 }
 
 /// MiniFASNetV2's "real" probability alone, on the liveness scale.
