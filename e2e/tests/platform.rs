@@ -178,7 +178,7 @@ async fn two_tenants_on_one_platform() {
         let provisioned = database::provision(&pool, &ProvisionRequest::for_tenant(t, &password))
             .await
             .unwrap();
-        assert_eq!(provisioned.migrations_applied, vec![1, 2]);
+        assert_eq!(provisioned.migrations_applied, vec![1, 2, 3]);
         let secrets = TenantSecrets {
             database_url: database::role_database_url(&admin_url, &provisioned.role, &password)
                 .unwrap(),

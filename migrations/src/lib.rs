@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "security",
         sql: include_str!("../0002_security.sql"),
     },
+    Migration {
+        version: 3,
+        name: "halfvec_index",
+        sql: include_str!("../0003_halfvec_index.sql"),
+    },
 ];
 
 /// What can go wrong while migrating a tenant schema.

@@ -37,7 +37,7 @@ async fn applies_once_and_is_idempotent() {
     let pool = pool().await;
     let s = schema("mig_once");
     let first = faceid_migrations::apply(&pool, &s).await.unwrap();
-    assert_eq!(first.newly_applied, vec![1, 2]);
+    assert_eq!(first.newly_applied, vec![1, 2, 3]);
     let second = faceid_migrations::apply(&pool, &s).await.unwrap();
     assert!(second.newly_applied.is_empty());
     assert_eq!(
@@ -51,7 +51,7 @@ async fn applies_once_and_is_idempotent() {
             "users"
         ]
     );
-    // The HNSW index exists with L2 distance.
+    // The HNSW index exists with L2 distance, over half-precision copies.
     let def: String = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'face_embeddings_hnsw_idx'",
     )
@@ -60,7 +60,9 @@ async fn applies_once_and_is_idempotent() {
     .await
     .unwrap();
     assert!(
-        def.contains("hnsw") && def.contains("vector_l2_ops"),
+        def.contains("hnsw")
+            && def.contains("(embedding)::halfvec(128)")
+            && def.contains("halfvec_l2_ops"),
         "{def}"
     );
     sqlx::query(&format!(
@@ -160,4 +162,70 @@ async fn invalid_schema_names_never_reach_sql() {
         err,
         faceid_migrations::Error::InvalidSchemaName(_)
     ));
+}
+
+/// Migration 0003 turns a tenant's full-precision index into the half-precision one and
+/// keeps the graph parameters the operator gave it, and a search through it still finds
+/// the nearest template.
+#[tokio::test]
+async fn halfvec_migration_keeps_the_tenants_graph_parameters() {
+    let pool = pool().await;
+    let s = schema("mig_halfvec");
+    faceid_migrations::apply(&pool, &s).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let path = faceid_migrations::search_path(&s);
+    // The index as a tenant had it before 0003, rebuilt by the operator with m 24.
+    sqlx::raw_sql(&format!(
+        "SET search_path = {path};
+         DROP INDEX face_embeddings_hnsw_idx;
+         CREATE INDEX face_embeddings_hnsw_idx ON face_embeddings
+             USING hnsw (embedding vector_l2_ops) WITH (m = 24, ef_construction = 100);
+         INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
+           SELECT gen_random_uuid(), 'user' || i, 'user' || i || '@example.com', 'x',
+                  array_fill(i / 1000.0, ARRAY[128])::vector, 'm'
+           FROM generate_series(1, 200) i;
+         INSERT INTO face_embeddings (id, user_id, embedding, model_version)
+           SELECT gen_random_uuid(), id, face_embedding, 'm' FROM users;"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let halfvec = faceid_migrations::MIGRATIONS
+        .iter()
+        .find(|m| m.name == "halfvec_index")
+        .unwrap();
+    sqlx::raw_sql(halfvec.sql)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let def: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'face_embeddings_hnsw_idx'",
+    )
+    .bind(&s)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        def.contains("halfvec_l2_ops")
+            && def.contains("m='24'")
+            && def.contains("ef_construction='100'"),
+        "{def}"
+    );
+    let nearest: String = sqlx::query_scalar(
+        "SELECT u.username FROM face_embeddings f JOIN users u ON u.id = f.user_id
+          ORDER BY f.embedding::halfvec(128) <-> array_fill(0.0421::real, ARRAY[128])::vector::halfvec(128)
+          LIMIT 1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(nearest, "user42");
+    drop(conn);
+    sqlx::query(&format!(
+        "DROP SCHEMA {} CASCADE",
+        faceid_migrations::quote_ident(&s)
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
 }

@@ -25,7 +25,8 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 
 pub use faceid_migrations::{quote_ident, search_path, validate_schema_name};
 
-/// Name of the HNSW index created by the first migration.
+/// Name of the HNSW index the migrations create (over half-precision copies of the
+/// templates since migration 0003; rebuilds keep that form).
 pub const HNSW_INDEX: &str = "face_embeddings_hnsw_idx";
 const HNSW_INDEX_NEW: &str = "face_embeddings_hnsw_idx_new";
 const CLAIM_PREFIX: &str = "faceid-operator tenant=";
@@ -779,7 +780,7 @@ async fn ensure_index(
             rebuilt: false,
         });
     }
-    let opclass = format!("{}.vector_l2_ops", quote_ident(&vector_schema(conn).await?));
+    let vector = quote_ident(&vector_schema(conn).await?);
     // Leftover of an interrupted build: an invalid index CONCURRENTLY can not reuse.
     exec(
         conn,
@@ -787,7 +788,7 @@ async fn ensure_index(
     )
     .await?;
     exec(conn, &format!(
-        "CREATE INDEX CONCURRENTLY {HNSW_INDEX_NEW} ON {ident}.face_embeddings USING hnsw (embedding {opclass}) WITH (m = {}, ef_construction = {})",
+        "CREATE INDEX CONCURRENTLY {HNSW_INDEX_NEW} ON {ident}.face_embeddings USING hnsw ((embedding::{vector}.halfvec(128)) {vector}.halfvec_l2_ops) WITH (m = {}, ef_construction = {})",
         want.m, want.ef_construction
     )).await?;
     if current.is_some() {

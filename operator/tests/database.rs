@@ -94,7 +94,11 @@ async fn provisioning_twice_is_a_no_op() {
 
     let first = provision(&pool, &req).await.unwrap();
     assert!(first.schema_created && first.role_created);
-    assert_eq!(first.migrations_applied, vec![1, 2]);
+    let every_version: Vec<i64> = faceid_migrations::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(first.migrations_applied, every_version);
     assert_eq!(
         first.index,
         IndexParams {
@@ -208,7 +212,10 @@ async fn index_is_rebuilt_with_new_parameters_and_reported() {
         def.contains("m='24'") && def.contains("ef_construction='100'"),
         "{def}"
     );
-    assert!(def.contains("vector_l2_ops"), "{def}");
+    assert!(
+        def.contains("::halfvec(128)") && def.contains("halfvec_l2_ops"),
+        "{def}"
+    );
     assert_eq!(
         database::index_params(&pool, &schema).await.unwrap(),
         Some(IndexParams {
@@ -230,7 +237,7 @@ async fn index_is_rebuilt_with_new_parameters_and_reported() {
     assert!(rows[0].get::<bool, _>(1));
     // The data is intact and the service role still searches through the new index.
     let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT id FROM face_embeddings ORDER BY embedding <-> array_fill(0.1::real, ARRAY[128])::vector LIMIT 2) x",
+        "SELECT count(*) FROM (SELECT id FROM face_embeddings ORDER BY embedding::halfvec(128) <-> array_fill(0.1::real, ARRAY[128])::vector::halfvec(128) LIMIT 2) x",
     )
     .fetch_one(&mut conn)
     .await

@@ -7,7 +7,7 @@
 mod common;
 
 use common::Tenant;
-use faceid_service::store::users::NEAREST_SQL;
+use faceid_service::store::users::{NEAREST_SQL, NEAREST_TEMPLATE_SQL};
 
 /// The plan on one of the service's own pooled connections, with the session settings
 /// the pool gives every connection (the iterative scan among them).
@@ -74,6 +74,17 @@ async fn searches_and_admin_queries_use_their_indexes() {
         "1:N search does not use HNSW:\n{nearest}"
     );
     assert!(nearest.contains("users_pkey"), "{nearest}");
+    let duplicate = plan(
+        &t,
+        &NEAREST_TEMPLATE_SQL
+            .replace("$1", &probe)
+            .replace("$2", "'face-api-resnet128@1.7.15/128'"),
+    )
+    .await;
+    assert!(
+        duplicate.contains("Index Scan using face_embeddings_hnsw_idx"),
+        "duplicate-face check does not use HNSW:\n{duplicate}"
+    );
 
     let recent = plan(&t, "SELECT * FROM failed_login_attempts WHERE attempted_at > now() - interval '1 hour' ORDER BY attempted_at DESC LIMIT 100").await;
     assert!(

@@ -105,10 +105,7 @@ pub async fn create(
         )
         .execute(&mut *tx)
         .await?;
-        let nearest: Option<(Uuid, f64)> = sqlx::query_as(
-            "SELECT user_id, (embedding <-> $1)::float8 FROM face_embeddings
-             WHERE network = $2 ORDER BY embedding <-> $1 LIMIT 1",
-        )
+        let nearest: Option<(Uuid, f64)> = sqlx::query_as(NEAREST_TEMPLATE_SQL)
         .bind(&vector)
         .bind(new.network)
         .fetch_optional(&mut *tx)
@@ -170,14 +167,31 @@ pub async fn by_username(pool: &PgPool, username: &str) -> StoreResult<Option<Us
     .await?)
 }
 
-/// The 1:N search: nearest templates of active users made by network `$3`. Walks the
-/// HNSW index in distance order and joins each row to its user by primary key (tested
-/// with `EXPLAIN`).
-pub const NEAREST_SQL: &str = "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
-     FROM face_embeddings f JOIN users u ON u.id = f.user_id
-     WHERE u.is_active AND f.network = $3
-     ORDER BY f.embedding <-> $1
-     LIMIT $2";
+/// The 1:N search: the `$2` templates of active users made by network `$3` nearest to
+/// `$1`, nearest first, with their exact distances. Walks the HNSW index, which orders by
+/// the half-precision copies of the templates (migration 0003), joins each row to its
+/// user by primary key (both tested with `EXPLAIN`), then re-ranks the candidates by the
+/// full-precision distance the decision uses.
+pub const NEAREST_SQL: &str = "SELECT user_id, distance FROM (
+         SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance
+           FROM face_embeddings f JOIN users u ON u.id = f.user_id
+          WHERE u.is_active AND f.network = $3
+          ORDER BY f.embedding::halfvec(128) <-> $1::halfvec(128)
+          LIMIT $2
+     ) candidates
+     ORDER BY distance";
+
+/// The duplicate-face check at registration: the template of network `$2` nearest to `$1`
+/// (any user, active or not), through the same index as [`NEAREST_SQL`].
+pub const NEAREST_TEMPLATE_SQL: &str = "SELECT user_id, distance FROM (
+         SELECT user_id, (embedding <-> $1)::float8 AS distance
+           FROM face_embeddings
+          WHERE network = $2
+          ORDER BY embedding::halfvec(128) <-> $1::halfvec(128)
+          LIMIT 4
+     ) candidates
+     ORDER BY distance
+     LIMIT 1";
 
 /// The `limit` templates of active users nearest to `embedding`, through the HNSW index.
 ///
