@@ -43,6 +43,8 @@ pub struct Options {
     pub logins: usize,
     /// Calibrate on at most this many genuine photos (all when `None`).
     pub calibration_photos: Option<usize>,
+    /// Calibrate on this folder's `genuine/` photos instead of the platform's face set.
+    pub calibration_dir: Option<PathBuf>,
     /// Real people enrolled over HTTP on top of the synthetic gallery.
     pub real_gallery: usize,
     /// Generator seed.
@@ -729,7 +731,9 @@ pub async fn run(opts: &Options) -> Result<()> {
         .connect(&platform.database_url)
         .await
         .context("connecting to DATABASE_URL")?;
-    let mut photos = super::genuine_photos(&platform.faces)?;
+    let calibration_set = opts.calibration_dir.as_deref().unwrap_or(&platform.faces);
+    let mut photos = super::genuine_photos(calibration_set)
+        .with_context(|| format!("calibration photos in {}", calibration_set.display()))?;
     if let Some(n) = opts.calibration_photos {
         photos.truncate(n);
     }
@@ -833,7 +837,8 @@ async fn size_run(
     let indexdef = match opts.hnsw {
         Some((m, efc)) => format!(
             "CREATE INDEX face_embeddings_hnsw_idx ON {s}.face_embeddings \
-             USING hnsw (embedding vector_l2_ops) WITH (m = {m}, ef_construction = {efc})"
+             USING hnsw ((embedding::halfvec(128)) halfvec_l2_ops) \
+             WITH (m = {m}, ef_construction = {efc})"
         ),
         None => indexdef,
     };
@@ -918,10 +923,12 @@ async fn size_run(
     // loaded row carries the column's default, today's network), on one connection, at
     // each ef_search.
     let query = format!(
-        "SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance \
+        "SELECT user_id, distance FROM (\
+         SELECT f.user_id, (f.embedding <-> $1)::float8 AS distance \
          FROM {s}.face_embeddings f JOIN {s}.users u ON u.id = f.user_id \
          WHERE u.is_active AND f.network = 'face-api-resnet128@1.7.15/128' \
-         ORDER BY f.embedding <-> $1 LIMIT 11"
+         ORDER BY f.embedding::halfvec(128) <-> $1::halfvec(128) LIMIT 11\
+         ) candidates ORDER BY distance"
     );
     let mut conn = pool.acquire().await?;
     sqlx::query("SET hnsw.iterative_scan = relaxed_order")
@@ -1079,7 +1086,7 @@ fn report_head(
     let syn = Stats::of(&synth);
     let _ = writeln!(
         out,
-        "**Data.** Synthetic identities calibrated on real templates: {} genuine photos \
+        "**Data.** Synthetic identities calibrated on real templates: {} genuine photos{} \
          registered through the service (so the vectors are exactly what it stores, template \
          protection included), {} of {} identities kept{}. Model: identity centre = mean of \
          the real templates + N(0, diag(lambda)) with a power-law spectrum lambda_j ~ j^-{:.2} \
@@ -1092,13 +1099,13 @@ fn report_head(
          | real (calibration) | {} | {} | {} | {} / {} | {} / {} / {} |\n\
          | synthetic (300 identities x 3) | {} | {} | {} | {} / {} | {} / {} / {} |\n",
         real.n,
+        opts.calibration_dir
+            .as_ref()
+            .map(|d| format!(" of `{}`", d.display()))
+            .unwrap_or_default(),
         real.identities,
         real.identities,
-        if skipped.is_empty() {
-            String::new()
-        } else {
-            format!("; refused at registration: {}", skipped.join(", "))
-        },
+        refused_note(skipped),
         model.decay,
         if opts.decay.is_some() {
             "**exponent set by --decay, not fitted**: a sensitivity check"
@@ -1128,10 +1135,12 @@ fn report_head(
         "**Method.** Per size: a fresh tenant schema by `faceid_migrations::apply`; the \
          migration's (empty) HNSW index dropped; both tables loaded with binary `COPY` \
          (pgvector's binary `vector` format); `VACUUM ANALYZE`; the migration's own index \
-         definition (`hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)`) \
-         rebuilt{} with `maintenance_work_mem = {}` (the server's `max_parallel_maintenance_workers`). \
+         definition (`hnsw ((embedding::halfvec(128)) halfvec_l2_ops) WITH (m = 16, \
+         ef_construction = 64)`: half-precision copies in the graph) rebuilt{} with \
+         `maintenance_work_mem = {}` (the server's `max_parallel_maintenance_workers`). \
          Query = the service's 1:N query (`face_embeddings JOIN users WHERE is_active ORDER BY \
-         embedding <-> $1 LIMIT 11` restricted to the service's network, `hnsw.iterative_scan = relaxed_order`), client round trip \
+         embedding::halfvec(128) <-> $1::halfvec(128) LIMIT 11` restricted to the service's \
+         network, re-ranked by the exact distance; `hnsw.iterative_scan = relaxed_order`), client round trip \
          on one connection (sqlx, prepared, binary vector), sequential, after 100 warm-up \
          queries per ef. {} probes per size. Recall@1 = the query's nearest user is the exact \
          nearest (brute force over the generated vectors in this process; checked against \
@@ -1154,6 +1163,30 @@ fn report_head(
 }
 
 /// The load table of one size (generation, COPY, VACUUM ANALYZE, build, sizes).
+/// The calibration photos refused at registration: each named when few, else counted by
+/// error code.
+fn refused_note(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    if skipped.len() <= 12 {
+        return format!("; refused at registration: {}", skipped.join(", "));
+    }
+    let mut by_code = BTreeMap::<&str, usize>::new();
+    for s in skipped {
+        let code = s
+            .rsplit_once(" (")
+            .map_or(s.as_str(), |(_, c)| c.trim_end_matches(')'));
+        *by_code.entry(code).or_default() += 1;
+    }
+    let counts: Vec<String> = by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    format!(
+        "; {} refused at registration ({})",
+        skipped.len(),
+        counts.join(", ")
+    )
+}
+
 fn load_table(r: &SizeResult) -> String {
     let mut out = String::new();
     let _ = writeln!(

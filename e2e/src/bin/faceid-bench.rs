@@ -103,6 +103,11 @@ enum Cmd {
         /// Between-person spectrum exponent instead of the fitted one (sensitivity check).
         #[arg(long)]
         decay: Option<f64>,
+        /// Fit the synthetic identities to the photos of DIR/genuine (`<person>_<n>.<ext>`,
+        /// e.g. ../shared/faces-lfw-dev) instead of the platform's face set; the real
+        /// people of the login measurement still come from the platform's set.
+        #[arg(long, value_name = "DIR")]
+        calibrate: Option<PathBuf>,
     },
     /// The operator on the local control plane (`scripts/kube.sh start`): N tenants at
     /// once on one PostgreSQL; time until all are Ready, API requests and reconciles per
@@ -245,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             m,
             ef_construction,
             decay,
+            calibrate,
         } => {
             bench::vectors::run(&bench::vectors::Options {
                 faceid,
@@ -266,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 sql_exact_probes: if smoke { 3 } else { 20 },
                 logins: logins.unwrap_or(if smoke { 3 } else { 60 }),
                 calibration_photos: smoke.then_some(10),
+                calibration_dir: calibrate,
                 real_gallery: if smoke { 2 } else { 12 },
                 seed,
                 maintenance_work_mem,
