@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 
 use crate::domain::login_policy::{LoginMode, LoginPolicy};
 use crate::domain::ratelimit::RateSpec;
+use crate::domain::tokens::{AccessAlgorithm, KeySet, TokenConfigError, TokenService};
 use crate::face::EngineArgs;
+use faceid_keys::KeyDocument;
 
 /// The default of `MAX_UPLOAD_BYTES`: 10 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
@@ -53,9 +55,31 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANT", default_value = "default", value_parser = parse_tenant)]
     pub tenant: String,
 
-    /// HS256 signing key for tokens: at least 32 bytes.
+    /// The tenant's secret: at least 32 bytes. Signs HS256 access tokens while
+    /// LEGACY_HS256_TOKENS is on, and derives the template key when TEMPLATE_KEY is unset.
     #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
     pub secret_key: String,
+
+    /// The token signing keys: a JSON document `{"keys": [{"kid", "alg" (EdDSA or
+    /// ES256), "private_key" (PKCS#8 PEM), "created", "not_before"?, "expires"?}]}`
+    /// (README, "Tokens"); the operator writes and rotates it. Unset: one Ed25519 key is
+    /// generated at start-up, which no other replica shares and a restart forgets (every
+    /// access token it signed stops working).
+    // Parsed at start-up (`token_service`), not by clap, whose errors print the value.
+    #[arg(long, env = "SIGNING_KEYS", hide_env_values = true)]
+    pub signing_keys: Option<String>,
+
+    /// What access tokens are signed with: `EdDSA`, `ES256` (a key of that algorithm
+    /// must sign now) or `HS256` (with SECRET_KEY; needs LEGACY_HS256_TOKENS). Unset:
+    /// HS256 while LEGACY_HS256_TOKENS is on, EdDSA otherwise.
+    #[arg(long, env = "ACCESS_TOKEN_ALGORITHM", value_enum)]
+    pub access_token_algorithm: Option<AccessAlgorithm>,
+
+    /// Accept HS256 access tokens signed with SECRET_KEY, as the original API issued them
+    /// (for existing clients that verify tokens with the shared secret). Off, only tokens
+    /// of the SIGNING_KEYS key set verify.
+    #[arg(long, env = "LEGACY_HS256_TOKENS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub legacy_hs256_tokens: bool,
 
     /// Secret from which the tenant's template transform is derived (embeddings are
     /// stored rotated by a key-derived orthogonal matrix). At least 32 bytes. Unset: derived
@@ -200,6 +224,9 @@ impl std::fmt::Debug for ServeArgs {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("redis", &self.redis_url.is_some())
+            .field("signing_keys", &self.signing_keys.is_some())
+            .field("legacy_hs256_tokens", &self.legacy_hs256_tokens)
+            .field("access_algorithm", &self.access_algorithm())
             .finish_non_exhaustive()
     }
 }
@@ -217,6 +244,40 @@ impl ServeArgs {
             self.engine.face_recognition_tolerance,
             self.face_only_max_users,
             self.face_only_accept_risk,
+        )
+    }
+
+    /// What access tokens are signed with: ACCESS_TOKEN_ALGORITHM, else HS256 while
+    /// LEGACY_HS256_TOKENS is on, else EdDSA.
+    pub fn access_algorithm(&self) -> AccessAlgorithm {
+        self.access_token_algorithm
+            .unwrap_or(if self.legacy_hs256_tokens {
+                AccessAlgorithm::Hs256
+            } else {
+                AccessAlgorithm::EdDsa
+            })
+    }
+
+    /// The token service: SIGNING_KEYS (or an ephemeral key pair when unset), HS256 with
+    /// SECRET_KEY while LEGACY_HS256_TOKENS is on.
+    pub fn token_service(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<TokenService, TokenConfigError> {
+        let keys = match self.signing_keys.as_deref().map(str::trim) {
+            Some(json) if !json.is_empty() => KeyDocument::parse(json)
+                .and_then(|document| KeySet::from_document(&document))
+                .map_err(TokenConfigError::SigningKeys)?,
+            _ => KeySet::ephemeral(now),
+        };
+        TokenService::with_keys(
+            &self.tenant,
+            keys,
+            self.legacy_hs256_tokens
+                .then_some(self.secret_key.as_bytes()),
+            self.access_algorithm(),
+            self.access_ttl(),
+            now,
         )
     }
 
@@ -371,6 +432,55 @@ mod tests {
         assert!(parse(&["--tenant", "Tenant A"]).is_err());
         assert!(parse(&["--max-failed-login-attempts", "0"]).is_err());
         assert!(parse(&["--match-ambiguity-margin", "2"]).is_err());
+    }
+
+    #[test]
+    fn token_settings_default_to_eddsa_and_refuse_what_cannot_serve() {
+        let now = chrono::Utc::now();
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.access_algorithm(), AccessAlgorithm::EdDsa);
+        let tokens = a.token_service(now).unwrap();
+        assert!(tokens.keys().is_ephemeral());
+        assert!(!tokens.accepts_hs256());
+        let legacy = parse(&["--legacy-hs256-tokens", "true"]).unwrap();
+        assert_eq!(legacy.access_algorithm(), AccessAlgorithm::Hs256);
+        assert!(legacy.token_service(now).unwrap().accepts_hs256());
+        let migrating = parse(&[
+            "--legacy-hs256-tokens",
+            "true",
+            "--access-token-algorithm",
+            "EdDSA",
+        ])
+        .unwrap();
+        assert_eq!(migrating.access_algorithm(), AccessAlgorithm::EdDsa);
+        let hs_off = parse(&["--access-token-algorithm", "HS256"]).unwrap();
+        assert_eq!(
+            hs_off.token_service(now).err(),
+            Some(TokenConfigError::Hs256Off)
+        );
+        // ES256 without an ES256 key: refused at start-up, naming the variables.
+        let es = parse(&["--access-token-algorithm", "ES256"]).unwrap();
+        let err = es.token_service(now).err().unwrap().to_string();
+        assert!(err.contains("SIGNING_KEYS"), "{err}");
+        assert!(parse(&["--access-token-algorithm", "RS256"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_signing_key_document_is_refused_without_printing_it() {
+        let now = chrono::Utc::now();
+        let entry = faceid_keys::KeyEntry::generate(faceid_keys::Alg::EdDsa, now, None);
+        let mut doc = KeyDocument { keys: vec![entry] };
+        let good = parse(&["--signing-keys", &doc.to_json()]).unwrap();
+        let tokens = good.token_service(now).unwrap();
+        assert!(!tokens.keys().is_ephemeral());
+        assert!(!format!("{good:?}").contains("PRIVATE"));
+        doc.keys[0].alg = faceid_keys::Alg::Es256;
+        let bad = parse(&["--signing-keys", &doc.to_json()]).unwrap();
+        let err = bad.token_service(now).err().unwrap().to_string();
+        assert!(err.starts_with("SIGNING_KEYS:"), "{err}");
+        assert!(!err.contains("PRIVATE"), "{err}");
+        let not_json = parse(&["--signing-keys", "{nope"]).unwrap();
+        assert!(not_json.token_service(now).is_err());
     }
 
     #[test]

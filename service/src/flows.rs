@@ -84,7 +84,8 @@ impl UserOut {
 /// Access and refresh tokens.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TokenPair {
-    /// JWT access token (HS256), for `Authorization: Bearer`.
+    /// JWT access token (EdDSA or ES256 with a `kid` of `/.well-known/jwks.json`; HS256
+    /// while LEGACY_HS256_TOKENS is on), for `Authorization: Bearer`.
     pub access_token: String,
     /// Opaque single-use refresh token.
     pub refresh_token: String,

@@ -28,6 +28,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(model_version = engine.model_version(), "face models loaded");
 
     let state = AppState::new(args.clone(), engine).context("building the service state")?;
+    let tokens = state.tokens();
+    if tokens.keys().is_ephemeral() {
+        tracing::warn!(
+            event = "ephemeral_signing_key",
+            kid = tokens
+                .keys()
+                .jwks(chrono::Utc::now())
+                .first()
+                .map(|k| k.kid.as_str()),
+            "SIGNING_KEYS is unset: signing tokens with an Ed25519 key generated for this process; its tokens will not survive a restart and other replicas will not share the key (set SIGNING_KEYS, as the operator does)"
+        );
+    }
+    tracing::info!(
+        access_algorithm = ?tokens.access_algorithm(),
+        legacy_hs256 = tokens.accepts_hs256(),
+        kids = ?tokens.keys().jwks(chrono::Utc::now()).iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        "token keys loaded"
+    );
     if args.migrate_on_start {
         let applied = faceid_migrations::apply(state.db(), &args.database_schema)
             .await

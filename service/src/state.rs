@@ -45,6 +45,9 @@ pub enum StateError {
     /// The Redis URL cannot be parsed.
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The token settings cannot serve.
+    #[error("{0}")]
+    Tokens(#[from] crate::domain::tokens::TokenConfigError),
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -68,11 +71,7 @@ impl AppState {
             }
             _ => RateLimiter::Local(LocalLimiter::default()),
         };
-        let tokens = TokenService::new(
-            &config.tenant,
-            config.secret_key.as_bytes(),
-            config.access_ttl(),
-        );
+        let tokens = config.token_service(chrono::Utc::now())?;
         let lockout = LockoutPolicy::new(
             config.max_failed_login_attempts,
             config.lockout_minutes,

@@ -754,3 +754,144 @@ async fn housekeeping_deletes_old_attempts_and_updates_the_gauges() {
             .any(|l| l == "faceid_locked_accounts_total 0")
     );
 }
+
+/// A signing key document with one EdDSA and one ES256 key, made a day ago.
+fn signing_keys() -> String {
+    let created = chrono::Utc::now() - chrono::Duration::days(1);
+    faceid_keys::KeyDocument {
+        keys: vec![
+            faceid_keys::KeyEntry::generate(faceid_keys::Alg::EdDsa, created, None),
+            faceid_keys::KeyEntry::generate(faceid_keys::Alg::Es256, created, None),
+        ],
+    }
+    .to_json()
+}
+
+fn b64url(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+/// Verifies `token` with the JWK its header names, rebuilding the public key from the
+/// JWK's coordinates with the curve libraries directly (neither jsonwebtoken nor the
+/// service's provider), and returns the header.
+fn verify_with_jwks(token: &str, jwks: &serde_json::Value) -> serde_json::Value {
+    use ed25519_dalek::Verifier as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let header: serde_json::Value = serde_json::from_slice(&b64url(parts[0])).unwrap();
+    let kid = header["kid"].as_str().expect("a kid in the header");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap_or_else(|| panic!("kid {kid} not in the JWKS {jwks}"));
+    assert_eq!(
+        jwk["alg"], header["alg"],
+        "the key's algorithm is the token's"
+    );
+    let input = format!("{}.{}", parts[0], parts[1]);
+    let signature = b64url(parts[2]);
+    match jwk["kty"].as_str().unwrap() {
+        "OKP" => {
+            assert_eq!(jwk["crv"], "Ed25519");
+            let x: [u8; 32] = b64url(jwk["x"].as_str().unwrap()).try_into().unwrap();
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
+            let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+            key.verify(input.as_bytes(), &signature)
+                .expect("Ed25519 signature");
+            assert!(
+                key.verify(format!("{input}x").as_bytes(), &signature)
+                    .is_err()
+            );
+        }
+        "EC" => {
+            use p256::ecdsa::signature::Verifier as _;
+            assert_eq!(jwk["crv"], "P-256");
+            let mut point = vec![4u8];
+            point.extend(b64url(jwk["x"].as_str().unwrap()));
+            point.extend(b64url(jwk["y"].as_str().unwrap()));
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+            let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+            key.verify(input.as_bytes(), &signature)
+                .expect("P-256 signature");
+            assert!(
+                key.verify(format!("{input}x").as_bytes(), &signature)
+                    .is_err()
+            );
+        }
+        other => panic!("kty {other}"),
+    }
+    header
+}
+
+#[tokio::test]
+async fn tokens_verify_against_the_published_jwks() {
+    let keys = signing_keys();
+    for (algorithm, kty) in [("EdDSA", "OKP"), ("ES256", "EC")] {
+        let t = Tenant::new(&[
+            "--signing-keys",
+            &keys,
+            "--access-token-algorithm",
+            algorithm,
+        ])
+        .await;
+        let jwks = t.get("/.well-known/jwks.json", None).await;
+        jwks.expect(200);
+        let cache = jwks.headers[header::CACHE_CONTROL].to_str().unwrap();
+        assert_eq!(cache, "public, max-age=300");
+        let published = jwks.json["keys"].as_array().unwrap();
+        assert_eq!(published.len(), 2, "{}", jwks.text);
+        for key in published {
+            assert_eq!(key["use"], "sig");
+            // Public halves only.
+            for private in ["d", "p", "q", "k", "private_key"] {
+                assert!(key.get(private).is_none(), "{private} in {key}");
+            }
+        }
+        assert!(!jwks.text.contains("PRIVATE"));
+
+        let reg = t
+            .register("gwbush", &face("genuine/george_w_bush_1.jpg"), IP)
+            .await;
+        reg.expect(201);
+        let token = reg.access_token();
+        let header = verify_with_jwks(&token, &jwks.json);
+        assert_eq!(header["alg"], algorithm);
+        let jwk = published
+            .iter()
+            .find(|k| k["kid"] == header["kid"])
+            .unwrap();
+        assert_eq!(jwk["kty"], kty);
+        t.get("/api/v1/auth/me", Some(&token)).await.expect(200);
+    }
+}
+
+#[tokio::test]
+async fn without_signing_keys_each_process_signs_with_its_own_ephemeral_key() {
+    let a = Tenant::new(&[]).await;
+    let jwks = a.get("/.well-known/jwks.json", None).await;
+    jwks.expect(200);
+    let keys = jwks.json["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{}", jwks.text);
+    assert_eq!(
+        (keys[0]["kty"].as_str(), keys[0]["alg"].as_str()),
+        (Some("OKP"), Some("EdDSA"))
+    );
+    let reg = a
+        .register("gwbush", &face("genuine/george_w_bush_1.jpg"), IP)
+        .await;
+    reg.expect(201);
+    let token = reg.access_token();
+    verify_with_jwks(&token, &jwks.json);
+    a.get("/api/v1/auth/me", Some(&token)).await.expect(200);
+    // A second process on the same schema and settings (a replica, or a restart) has
+    // another key: the token is refused there.
+    let b = Tenant::with_schema(&a.schema, &[]).await;
+    let other = b.get("/.well-known/jwks.json", None).await;
+    assert_ne!(other.json["keys"][0]["kid"], keys[0]["kid"]);
+    b.get("/api/v1/auth/me", Some(&token)).await.expect(401);
+}

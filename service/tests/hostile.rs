@@ -703,9 +703,11 @@ async fn me(t: &Tenant, token: &str) -> Reply {
     t.get("/api/v1/auth/me", Some(token)).await
 }
 
+/// HS256 forgeries against a tenant that keeps HS256 on (`LEGACY_HS256_TOKENS`, the
+/// original API's tokens): the asymmetric ones are below.
 #[tokio::test]
 async fn forged_and_foreign_access_tokens_are_refused() {
-    let t = Tenant::new(&[]).await;
+    let t = Tenant::new(&["--legacy-hs256-tokens", "true"]).await;
     let victim = t
         .register("powell", &face("genuine/colin_powell_1.jpg"), IP)
         .await;
@@ -732,7 +734,7 @@ async fn forged_and_foreign_access_tokens_are_refused() {
     let good_parts: Vec<&str> = good.split('.').collect();
     let (rs256, public_pem) = rs256_forgery(&claims(&t, &victim_id, now, now + 600, now));
 
-    let other = Tenant::new(&[]).await;
+    let other = Tenant::new(&["--legacy-hs256-tokens", "true"]).await;
     let foreign_user = other
         .register("chirac", &face("genuine/jacques_chirac_1.jpg"), IP)
         .await;
@@ -864,6 +866,163 @@ async fn forged_and_foreign_access_tokens_are_refused() {
         .await
         .expect_error(401, "unauthorized");
     // Tenant B refuses tenant A's token too.
+    other
+        .get("/api/v1/auth/me", Some(&victim.access_token()))
+        .await
+        .expect_error(401, "unauthorized");
+    assert_eq!(rows(&t).await, before, "no forged token changed anything");
+}
+
+/// A JWT over `claims` with `header`, signed here with the Ed25519 key `key` by the curve
+/// library directly.
+fn eddsa(header: &Value, claims: &Value, key: &ed25519_dalek::SigningKey) -> String {
+    use ed25519_dalek::Signer as _;
+    let input = format!(
+        "{}.{}",
+        harness::b64url(header.to_string().as_bytes()),
+        harness::b64url(claims.to_string().as_bytes())
+    );
+    let signature = key.sign(input.as_bytes()).to_bytes();
+    format!("{input}.{}", harness::b64url(&signature))
+}
+
+/// A JWT over `claims` with `header`, HMAC-SHA256 under `secret`.
+fn hs256_with(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    use hmac::Mac;
+    let input = format!(
+        "{}.{}",
+        harness::b64url(header.to_string().as_bytes()),
+        harness::b64url(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", harness::b64url(&mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn forged_asymmetric_tokens_are_refused() {
+    use faceid_keys::{Alg, KeyDocument, KeyEntry, PrivateKey};
+    let created = chrono::Utc::now() - chrono::Duration::days(1);
+    let ed_entry = KeyEntry::generate(Alg::EdDsa, created, None);
+    let es_entry = KeyEntry::generate(Alg::Es256, created, None);
+    let document = KeyDocument {
+        keys: vec![ed_entry.clone(), es_entry.clone()],
+    };
+    let PrivateKey::Ed25519(tenant_key) = ed_entry.private().unwrap() else {
+        panic!("not Ed25519")
+    };
+    let public_x = tenant_key.verifying_key().to_bytes();
+    let t = Tenant::new(&["--signing-keys", &document.to_json()]).await;
+    let victim = t
+        .register("powell", &face("genuine/colin_powell_1.jpg"), IP)
+        .await;
+    victim.expect(201);
+    let victim_id = victim.user_id();
+    let before = rows(&t).await;
+    let now = chrono::Utc::now().timestamp();
+    let good_claims = claims(&t, &victim_id, now, now + 600, now);
+    let ed_header = json!({"alg": "EdDSA", "typ": "JWT", "kid": ed_entry.kid});
+
+    // Positive controls: the service's own token, and one signed here with the tenant's
+    // key, are accepted, so each refusal below is due to the one thing changed.
+    me(&t, &victim.access_token()).await.expect(200);
+    let good = eddsa(&ed_header, &good_claims, &tenant_key);
+    me(&t, &good).await.expect(200);
+    let parts: Vec<&str> = good.split('.').collect();
+    let with_header = |h: Value| {
+        format!(
+            "{}.{}.{}",
+            harness::b64url(h.to_string().as_bytes()),
+            parts[1],
+            parts[2]
+        )
+    };
+    let attacker_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let mut tampered = good_claims.clone();
+    tampered["sub"] = json!(uuid::Uuid::new_v4());
+    let other = Tenant::new(&[]).await;
+    let foreign_user = other
+        .register("chirac", &face("genuine/jacques_chirac_1.jpg"), IP)
+        .await;
+    foreign_user.expect(201);
+
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none, kid kept",
+            with_header(json!({"alg": "none", "kid": ed_entry.kid})),
+        ),
+        (
+            "alg none, no signature",
+            format!("{}.{}.", harness::b64url(br#"{"alg":"none"}"#), parts[1]),
+        ),
+        (
+            "HS256 with the Ed25519 public key as the secret, kid kept",
+            hs256_with(
+                &json!({"alg": "HS256", "kid": ed_entry.kid}),
+                &good_claims,
+                &public_x,
+            ),
+        ),
+        (
+            "HS256 with the Ed25519 public key as the secret, no kid",
+            hs256_with(&json!({"alg": "HS256"}), &good_claims, &public_x),
+        ),
+        (
+            "HS256 with SECRET_KEY while HS256 is off",
+            hs256_with(
+                &json!({"alg": "HS256"}),
+                &good_claims,
+                t.state.config().secret_key.as_bytes(),
+            ),
+        ),
+        (
+            "an attacker's key under an unknown kid",
+            eddsa(
+                &json!({"alg": "EdDSA", "kid": "attacker"}),
+                &good_claims,
+                &attacker_key,
+            ),
+        ),
+        (
+            "an attacker's key under the tenant's kid",
+            eddsa(&ed_header, &good_claims, &attacker_key),
+        ),
+        ("no kid", with_header(json!({"alg": "EdDSA"}))),
+        (
+            "the ES256 key's kid over an EdDSA signature",
+            with_header(json!({"alg": "EdDSA", "kid": es_entry.kid})),
+        ),
+        (
+            "alg ES256 claimed for the EdDSA key",
+            with_header(json!({"alg": "ES256", "kid": ed_entry.kid})),
+        ),
+        (
+            "payload tampered to another user",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                harness::b64url(tampered.to_string().as_bytes()),
+                parts[2]
+            ),
+        ),
+        (
+            "another tenant's token (its own keys)",
+            foreign_user.access_token(),
+        ),
+        (
+            "expired, signed with the tenant's key",
+            eddsa(
+                &ed_header,
+                &claims(&t, &victim_id, now - 7200, now - 3600, now - 7200),
+                &tenant_key,
+            ),
+        ),
+    ];
+    for (what, token) in &cases {
+        let reply = me(&t, token).await;
+        assert_eq!(reply.status.as_u16(), 401, "{what}: {}", reply.text);
+        reply.expect_error(401, "unauthorized");
+    }
     other
         .get("/api/v1/auth/me", Some(&victim.access_token()))
         .await

@@ -70,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
+        .route("/.well-known/jwks.json", get(routes::well_known::jwks))
         .route("/", get(routes::system::camera_page))
         .merge(openapi::routes(state.config().max_upload_bytes))
         .fallback(not_found)

@@ -9,7 +9,7 @@ use utoipa::openapi::{KnownFormat, RefOr, Schema, SchemaFormat};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes::{admin, auth, system, users};
+use super::routes::{admin, auth, system, users, well_known};
 use crate::state::AppState;
 
 /// The service's API description.
@@ -27,13 +27,14 @@ use crate::state::AppState;
         admin::failed_attempts, admin::suspicious_activity, admin::metrics_summary,
         admin::unlock, admin::deactivate, admin::activate,
         system::health, system::ready, system::metrics,
+        well_known::jwks,
     ),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "The signed-in user's faces and data"),
         (name = "admin", description = "Fraud analysis and account administration (ADMIN_API_KEY)"),
-        (name = "system", description = "Health, readiness and metrics"),
+        (name = "system", description = "Health, readiness, metrics and the token verification keys"),
     )
 )]
 pub struct ApiDoc;

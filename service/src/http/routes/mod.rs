@@ -5,3 +5,4 @@ pub mod admin;
 pub mod auth;
 pub mod system;
 pub mod users;
+pub mod well_known;
