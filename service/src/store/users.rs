@@ -106,10 +106,10 @@ pub async fn create(
         .execute(&mut *tx)
         .await?;
         let nearest: Option<(Uuid, f64)> = sqlx::query_as(NEAREST_TEMPLATE_SQL)
-        .bind(&vector)
-        .bind(new.network)
-        .fetch_optional(&mut *tx)
-        .await?;
+            .bind(&vector)
+            .bind(new.network)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some((user_id, distance)) = nearest
             && distance as f32 <= within
         {
