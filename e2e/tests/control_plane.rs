@@ -612,6 +612,7 @@ async fn two_tenants_ready_with_their_children() {
             "ADMIN_API_KEY",
             "TEMPLATE_KEY",
             "DATABASE_URL",
+            "SIGNING_KEYS",
         ] {
             assert!(
                 keys.iter().any(|k| k == key),

@@ -178,7 +178,7 @@ async fn two_tenants_on_one_platform() {
         let provisioned = database::provision(&pool, &ProvisionRequest::for_tenant(t, &password))
             .await
             .unwrap();
-        assert_eq!(provisioned.migrations_applied, vec![1, 2, 3]);
+        assert_eq!(provisioned.migrations_applied, vec![1, 2, 3, 4]);
         let secrets = TenantSecrets {
             database_url: database::role_database_url(&admin_url, &provisioned.role, &password)
                 .unwrap(),
@@ -186,6 +186,18 @@ async fn two_tenants_on_one_platform() {
             admin_api_key: database::generate_secret(32),
             template_key: database::generate_secret(48),
             redis_url: Some(redis_url.clone()),
+            // The keys the operator generates for a new tenant (and HS256 off).
+            signing_keys: faceid_operator::signing_keys::plan(
+                None,
+                faceid_operator::signing_keys::Rotation::of(&t.spec),
+                chrono::Utc::now(),
+                &mut |alg, created, not_before| {
+                    faceid_keys::KeyEntry::generate(alg, created, not_before)
+                },
+            )
+            .document
+            .to_json(),
+            legacy_hs256_default: false,
         };
         let mut env: BTreeMap<String, String> = render_env(t, &secrets);
         // What the container image provides beside the rendered environment.
@@ -333,9 +345,37 @@ async fn two_tenants_on_one_platform() {
     assert_eq!(s, 200);
     assert!(!v["suspicious_ips"].as_array().unwrap().is_empty(), "{v}");
 
-    // 6. A's token at B; the metrics of each process count what happened there.
+    // 6. A's token at B; the metrics of each process count what happened there. A's
+    // token names a key of A's JWKS, which B's does not hold.
     let (s, _) = api_b.get("/api/v1/auth/me", &tokens_a["bush"]).await;
     assert_eq!(s, 401);
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            tokens_a["bush"].split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA", "{header}");
+    let kids = |jwks: &Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, jwks_a) = api_a.get("/.well-known/jwks.json", "").await;
+    assert_eq!(s, 200);
+    let (_, jwks_b) = api_b.get("/.well-known/jwks.json", "").await;
+    assert!(kids(&jwks_a).contains(&header["kid"].as_str().unwrap().to_owned()));
+    assert!(!kids(&jwks_b).contains(&header["kid"].as_str().unwrap().to_owned()));
+    assert_eq!(
+        kids(&jwks_a).len(),
+        2,
+        "one EdDSA and one ES256 key: {jwks_a}"
+    );
     let (s, _) = api_a.get("/api/v1/auth/me", &tokens_a["bush"]).await;
     assert_eq!(s, 200);
     let (ma, mb) = (api_a.metrics().await, api_b.metrics().await);

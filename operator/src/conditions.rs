@@ -45,6 +45,8 @@ pub mod reasons {
     pub const REDIS_SECRET_KEY_MISSING: &str = "RedisSecretKeyMissing";
     /// SecretsReady: a Secret with the credentials' name exists and is not ours.
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    /// The stored token signing keys do not parse (never overwritten).
+    pub const INVALID_SIGNING_KEYS: &str = "InvalidSigningKeys";
     /// DatabaseReady: schema, role, migrations and index are in place.
     pub const SCHEMA_PROVISIONED: &str = "SchemaProvisioned";
     /// DatabaseReady: another tenant claims the schema or role.

@@ -15,11 +15,12 @@ use crate::crd::FaceIdTenant;
 pub const SERVICE_PORT: u16 = 8000;
 
 /// Names of the environment variables that come from Secrets, never from the ConfigMap.
-pub const SECRET_ENV: [&str; 5] = [
+pub const SECRET_ENV: [&str; 6] = [
     "DATABASE_URL",
     "SECRET_KEY",
     "TEMPLATE_KEY",
     "ADMIN_API_KEY",
+    "SIGNING_KEYS",
     "REDIS_URL",
 ];
 
@@ -36,12 +37,19 @@ pub struct TenantSecrets {
     pub template_key: String,
     /// Redis URL, when the tenant has Redis.
     pub redis_url: Option<String>,
+    /// The token signing keys, the `SIGNING_KEYS` document.
+    pub signing_keys: String,
+    /// Whether HS256 stays on when `spec.tokens.legacyHs256` is unset: true for a
+    /// tenant whose credentials were made before signing keys existed (not a secret, but
+    /// read from the credentials Secret with them).
+    pub legacy_hs256_default: bool,
 }
 
 impl std::fmt::Debug for TenantSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantSecrets")
             .field("redis", &self.redis_url.is_some())
+            .field("legacy_hs256_default", &self.legacy_hs256_default)
             .finish_non_exhaustive()
     }
 }
@@ -78,8 +86,18 @@ pub fn tenant_key(tenant: &FaceIdTenant) -> String {
     )
 }
 
-/// The non-secret environment of the tenant's service (its ConfigMap's data).
-pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
+/// Whether the tenant's service accepts HS256 tokens: `spec.tokens.legacyHs256`, else
+/// `default` (true for a tenant from before signing keys, [`TenantSecrets`]).
+pub fn legacy_hs256(tenant: &FaceIdTenant, default: bool) -> bool {
+    tenant.spec.tokens.legacy_hs256.unwrap_or(default)
+}
+
+/// The non-secret environment of the tenant's service (its ConfigMap's data);
+/// `legacy_hs256_default` as in [`legacy_hs256`].
+pub fn render_config(
+    tenant: &FaceIdTenant,
+    legacy_hs256_default: bool,
+) -> BTreeMap<String, String> {
     let spec = &tenant.spec;
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: String| {
@@ -141,6 +159,13 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
         "FAILED_ATTEMPT_RETENTION_DAYS",
         s.failed_attempt_retention_days.to_string(),
     );
+    set(
+        "LEGACY_HS256_TOKENS",
+        legacy_hs256(tenant, legacy_hs256_default).to_string(),
+    );
+    if let Some(algorithm) = &spec.tokens.access_token_algorithm {
+        set("ACCESS_TOKEN_ALGORITHM", algorithm.clone());
+    }
     if let Some(dir) = &spec.workload.models_dir {
         set("MODELS_DIR", dir.clone());
     }
@@ -154,8 +179,9 @@ pub fn render_config(tenant: &FaceIdTenant) -> BTreeMap<String, String> {
 /// The complete environment of one service process of the tenant: [`render_config`]
 /// plus the secret values.
 pub fn render_env(tenant: &FaceIdTenant, secrets: &TenantSecrets) -> BTreeMap<String, String> {
-    let mut env = render_config(tenant);
+    let mut env = render_config(tenant, secrets.legacy_hs256_default);
     env.insert("DATABASE_URL".to_owned(), secrets.database_url.clone());
+    env.insert("SIGNING_KEYS".to_owned(), secrets.signing_keys.clone());
     env.insert("SECRET_KEY".to_owned(), secrets.secret_key.clone());
     env.insert("ADMIN_API_KEY".to_owned(), secrets.admin_api_key.clone());
     env.insert("TEMPLATE_KEY".to_owned(), secrets.template_key.clone());
@@ -188,6 +214,7 @@ mod tests {
                 liveness: Default::default(),
                 rate_limits: Default::default(),
                 security: Default::default(),
+                tokens: Default::default(),
                 redis: None,
                 cors_origins: vec![],
                 trusted_proxy_hops: 0,
@@ -202,7 +229,7 @@ mod tests {
 
     #[test]
     fn defaults_render_the_service_defaults() {
-        let env = render_config(&tenant("team-a", "acme"));
+        let env = render_config(&tenant("team-a", "acme"), false);
         assert_eq!(env["DATABASE_SCHEMA"], "acme");
         assert_eq!(env["MIGRATE_ON_START"], "false");
         assert_eq!(env["TENANT"], "team-a_acme");
@@ -229,6 +256,9 @@ mod tests {
         assert!(!env.contains_key("FACE_ONLY_MAX_USERS"));
         assert!(!env.contains_key("ALLOW_DUPLICATE_FACES"));
         assert_eq!(env["FACE_ONLY_ACCEPT_RISK"], "false");
+        // A new tenant: asymmetric tokens only.
+        assert_eq!(env["LEGACY_HS256_TOKENS"], "false");
+        assert!(!env.contains_key("ACCESS_TOKEN_ALGORITHM"));
         for secret in SECRET_ENV {
             assert!(
                 !env.contains_key(secret),
@@ -244,11 +274,27 @@ mod tests {
         t.spec.login.face_only_max_users = Some(40);
         t.spec.login.accept_face_only_risk = true;
         t.spec.recognition.allow_duplicate_faces = Some(true);
-        let env = render_config(&t);
+        let env = render_config(&t, false);
         assert_eq!(env["LOGIN_MODE"], "username");
         assert_eq!(env["FACE_ONLY_MAX_USERS"], "40");
         assert_eq!(env["FACE_ONLY_ACCEPT_RISK"], "true");
         assert_eq!(env["ALLOW_DUPLICATE_FACES"], "true");
+    }
+
+    #[test]
+    fn hs256_follows_the_spec_else_the_tenants_age() {
+        let mut t = tenant("team-a", "acme");
+        // Unset: off for a new tenant, on for one from before signing keys.
+        assert_eq!(render_config(&t, false)["LEGACY_HS256_TOKENS"], "false");
+        assert_eq!(render_config(&t, true)["LEGACY_HS256_TOKENS"], "true");
+        // Set: the spec decides either way.
+        t.spec.tokens.legacy_hs256 = Some(false);
+        assert_eq!(render_config(&t, true)["LEGACY_HS256_TOKENS"], "false");
+        t.spec.tokens.legacy_hs256 = Some(true);
+        t.spec.tokens.access_token_algorithm = Some("EdDSA".into());
+        let env = render_config(&t, false);
+        assert_eq!(env["LEGACY_HS256_TOKENS"], "true");
+        assert_eq!(env["ACCESS_TOKEN_ALGORITHM"], "EdDSA");
     }
 
     #[test]
@@ -260,9 +306,11 @@ mod tests {
             admin_api_key: "a".repeat(48),
             template_key: "t".repeat(40),
             redis_url: Some("redis://r:6379/0".into()),
+            signing_keys: r#"{"keys":[]}"#.into(),
+            legacy_hs256_default: false,
         };
         let env = render_env(&t, &secrets);
-        let config = render_config(&t);
+        let config = render_config(&t, false);
         let extra: Vec<&String> = env.keys().filter(|k| !config.contains_key(*k)).collect();
         assert_eq!(
             extra,
@@ -271,6 +319,7 @@ mod tests {
                 "DATABASE_URL",
                 "REDIS_URL",
                 "SECRET_KEY",
+                "SIGNING_KEYS",
                 "TEMPLATE_KEY"
             ]
         );
@@ -306,12 +355,15 @@ mod tests {
             admin_api_key: "adminadminadmin!".into(),
             template_key: "t".repeat(40),
             redis_url: None,
+            signing_keys: "-----BEGIN PRIVATE KEY-----".into(),
+            legacy_hs256_default: false,
         };
         let shown = format!("{s:?}");
         assert!(
             !shown.contains("hunter2")
                 && !shown.contains("supersecret")
                 && !shown.contains("admin!")
+                && !shown.contains("PRIVATE")
         );
     }
 }

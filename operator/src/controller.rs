@@ -50,7 +50,7 @@ use crate::conditions::{self, Status, reasons, types};
 use crate::config::{TenantSecrets, tenant_key};
 use crate::crd::{
     DeletionPolicy, FaceIdTenant, FaceIdTenantStatus, IndexStatus, PAUSED_ANNOTATION,
-    RETAINED_FOR_ANNOTATION, SKIP_CLEANUP_ANNOTATION, validate_tenant,
+    RETAINED_FOR_ANNOTATION, SKIP_CLEANUP_ANNOTATION, SigningKeyStatus, validate_tenant,
 };
 use crate::database::{
     self, Deprovisioned, IndexParams, IndexRebuild, ProvisionRequest, ProvisionedDatabase,
@@ -58,6 +58,7 @@ use crate::database::{
 };
 use crate::metrics::{Metrics, Readiness};
 use crate::resources::{self, Desired, Inputs, is_controlled_by, keys, secret_value};
+use crate::signing_keys::{self, Change};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "faceid-operator";
@@ -907,13 +908,14 @@ async fn steps(
 ) -> Result<Step<Done>> {
     step!(validate_step(tenant));
     let found = step!(secrets_step(tenant, ctx, status).await?);
+    let keys_due = found.credentials.keys_due;
     let database = step!(database_step(tenant, ctx, &found, status).await?);
     let desired = resources::build(tenant, &inputs(tenant, ctx, found, database.url));
     let deployment = step!(workload_step(tenant, ctx, &desired).await?);
     monitoring_step(tenant, ctx, desired.monitoring.as_ref(), status).await?;
     Ok(Step::Continue(Done {
         deployment,
-        requeue: database.requeue,
+        requeue: keys_due.map_or(database.requeue, |due| due.min(database.requeue)),
     }))
 }
 
@@ -983,6 +985,11 @@ async fn secrets_step(
     let (admin_url, redis_url) = step!(read_references(tenant, &secrets).await?);
     let credentials = step!(own_credentials(tenant, ctx, &secrets).await?);
     ctx.remember_admin_url(&tenant_key(tenant), &admin_url);
+    status.signing_keys = credentials.key_status.clone();
+    status.legacy_hs256 = Some(crate::config::legacy_hs256(
+        tenant,
+        credentials.legacy_hs256_default,
+    ));
     conditions::set(
         &mut status.conditions,
         types::SECRETS_READY,
@@ -1082,13 +1089,61 @@ async fn own_credentials(
             ));
         }
     }
-    let credentials = credentials(own.as_ref());
-    if credentials.generated {
+    let mut credentials = credentials(own.as_ref());
+    let now = chrono_time((ctx.now)());
+    let keys = match signing_keys(tenant, own.as_ref(), now) {
+        Ok(keys) => keys,
+        Err(message) => {
+            return Ok(secret_blocked(
+                reasons::INVALID_SIGNING_KEYS,
+                format!(
+                    "Secret {name:?}: {}: {message}; the operator never replaces stored keys: repair the document or delete the key {} (new keys are then generated, and every access token signed before stops verifying)",
+                    keys::SIGNING_KEYS,
+                    keys::SIGNING_KEYS
+                ),
+                REFUSED_RETRY,
+            ));
+        }
+    };
+    if credentials.generated && own.is_none() {
         publish(ctx, tenant, false, "CredentialsGenerated", "GenerateCredentials", format!(
-            "generated SECRET_KEY, ADMIN_API_KEY, TEMPLATE_KEY and the database password in Secret {name}"
+            "generated SECRET_KEY, ADMIN_API_KEY, TEMPLATE_KEY, the database password and the token signing keys ({}) in Secret {name}",
+            kids(&keys.plan.document)
         ))
         .await;
+    } else {
+        if credentials.generated {
+            publish(ctx, tenant, false, "CredentialsGenerated", "GenerateCredentials", format!(
+                "generated SECRET_KEY, ADMIN_API_KEY, TEMPLATE_KEY and the database password in Secret {name}"
+            ))
+            .await;
+        }
+        for change in &keys.plan.changes {
+            let reason = match change {
+                Change::Created { .. } => "SigningKeyCreated",
+                Change::Rotated { .. } => "SigningKeyRotated",
+                Change::Dropped { .. } => "SigningKeyDropped",
+            };
+            publish(
+                ctx,
+                tenant,
+                false,
+                reason,
+                "RotateSigningKeys",
+                format!("{change} (Secret {name})"),
+            )
+            .await;
+        }
     }
+    credentials.keys_due = keys.plan.next.map(|next| {
+        (next - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(1))
+    });
+    credentials.key_status = key_status(&keys.plan.document, now);
+    credentials.signing_keys = keys.plan.document.to_json();
+    credentials.legacy_hs256_default = keys.legacy_hs256_default;
     Ok(Step::Continue(credentials))
 }
 
@@ -1185,6 +1240,96 @@ struct Credentials {
     template_key: String,
     database_password: String,
     generated: bool,
+    /// The `SIGNING_KEYS` document to store.
+    signing_keys: String,
+    /// Whether HS256 stays on while the spec leaves it unset.
+    legacy_hs256_default: bool,
+    /// Until the next key change, when there is one.
+    keys_due: Option<Duration>,
+    /// The keys as the status shows them.
+    key_status: Vec<SigningKeyStatus>,
+}
+
+/// The signing keys to store, and whether the tenant predates them.
+struct SigningKeys {
+    plan: signing_keys::Plan,
+    legacy_hs256_default: bool,
+}
+
+/// The tenant's signing keys at `now`: the stored ones rotated as the spec declares
+/// ([`signing_keys::plan`]), generated ones for a Secret without any; an error for a
+/// stored document that does not parse (never overwritten). A credentials Secret that
+/// holds SECRET_KEY but no keys was made before signing keys existed: HS256 stays on
+/// for it (the annotation records that once the keys are added).
+fn signing_keys(
+    tenant: &FaceIdTenant,
+    existing: Option<&Secret>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::result::Result<SigningKeys, String> {
+    let stored = existing
+        .and_then(|s| secret_value(s, keys::SIGNING_KEYS))
+        .filter(|v| !v.trim().is_empty());
+    let document = stored
+        .as_deref()
+        .map(faceid_keys::KeyDocument::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let marked = existing.is_some_and(|s| {
+        s.annotations()
+            .get(resources::LEGACY_HS256_ANNOTATION)
+            .map(String::as_str)
+            == Some("true")
+    });
+    let predates_keys =
+        existing.is_some_and(|s| secret_value(s, keys::SECRET_KEY).is_some()) && document.is_none();
+    let plan = signing_keys::plan(
+        document.as_ref(),
+        signing_keys::Rotation::of(&tenant.spec),
+        now,
+        &mut |alg, created, not_before| faceid_keys::KeyEntry::generate(alg, created, not_before),
+    );
+    Ok(SigningKeys {
+        plan,
+        legacy_hs256_default: marked || predates_keys,
+    })
+}
+
+/// The keys' ids, `alg:kid`, comma-separated.
+fn kids(document: &faceid_keys::KeyDocument) -> String {
+    document
+        .keys
+        .iter()
+        .map(|k| format!("{}:{}", k.alg, k.kid))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The keys as `status.signingKeys` shows them.
+fn key_status(
+    document: &faceid_keys::KeyDocument,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<SigningKeyStatus> {
+    document
+        .keys
+        .iter()
+        .map(|k| SigningKeyStatus {
+            kid: k.kid.clone(),
+            alg: k.alg.to_string(),
+            state: signing_keys::state(document, k, now).to_owned(),
+            signs_from: k
+                .signs_from()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires: k
+                .expires
+                .map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        })
+        .collect()
+}
+
+/// The operator's clock as chrono's time.
+fn chrono_time(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().unsigned_abs())
+        .unwrap_or_default()
 }
 
 fn credentials(existing: Option<&Secret>) -> Credentials {
@@ -1208,6 +1353,10 @@ fn credentials(existing: Option<&Secret>) -> Credentials {
         template_key: template_key.unwrap_or_else(|| generate_secret(64)),
         database_password: database_password.unwrap_or_else(|| generate_secret(32)),
         generated,
+        signing_keys: String::new(),
+        legacy_hs256_default: false,
+        keys_due: None,
+        key_status: Vec::new(),
     }
 }
 
@@ -1226,6 +1375,8 @@ fn inputs(tenant: &FaceIdTenant, ctx: &Context, found: Found, database_url: Stri
             admin_api_key: c.admin_api_key,
             template_key: c.template_key,
             redis_url: found.redis_url,
+            signing_keys: c.signing_keys,
+            legacy_hs256_default: c.legacy_hs256_default,
         },
         database_password: c.database_password,
     }

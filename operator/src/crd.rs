@@ -67,6 +67,7 @@ pub const MAX_QUANTITY_LEN: usize = 64;
     category = "faceid",
     derive = "PartialEq",
     validation = Rule::new("size(self.metadata.name) <= 51 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label of at most 51 characters (a-z, 0-9 and '-', starting with a letter, not ending with '-'): it names the tenant's Service and its children (<name>-credentials at most 63) and is a label value"),
+    validation = Rule::new("!has(self.spec.tokens) || !has(self.spec.tokens.signingKeys) || !has(self.spec.tokens.signingKeys.overlapMinutes) || self.spec.tokens.signingKeys.overlapMinutes >= (has(self.spec.security) && has(self.spec.security.accessTokenExpireMinutes) ? self.spec.security.accessTokenExpireMinutes : 30)").message("spec.tokens.signingKeys.overlapMinutes must be at least spec.security.accessTokenExpireMinutes: a replaced key must keep verifying until every token it signed has expired"),
     doc = "A FaceID tenant: an isolated PostgreSQL schema with its migrations and HNSW index, generated signing and admin secrets, and a scaled Deployment of the face-authentication service configured for it.",
     printcolumn(
         name = "Ready",
@@ -114,6 +115,10 @@ pub struct FaceIdTenantSpec {
     /// Token lifetimes and lockout policy.
     #[serde(default)]
     pub security: SecuritySpec,
+    /// Access-token signatures: the signing keys' rotation, the algorithm, and HS256 for
+    /// the original API's clients.
+    #[serde(default)]
+    pub tokens: TokensSpec,
     /// Redis for rate-limit counters shared by every replica. Unset: each replica limits
     /// on its own (correct for one replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -509,6 +514,70 @@ impl Default for SecuritySpec {
     }
 }
 
+/// How access tokens are signed (README, "Tokens").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.accessTokenAlgorithm) || self.accessTokenAlgorithm != 'HS256' || (has(self.legacyHs256) && self.legacyHs256)").message("accessTokenAlgorithm HS256 needs legacyHs256: true")
+)]
+pub struct TokensSpec {
+    /// Also accept HS256 access tokens signed with the tenant's SECRET_KEY, as the
+    /// original API issued them (`LEGACY_HS256_TOKENS`), for existing clients that verify
+    /// tokens with that shared secret. Unset: on for a tenant whose credentials were made
+    /// before signing keys existed (so an operator upgrade changes nothing for its
+    /// clients; recorded on its credentials Secret), off for every new tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_hs256: Option<bool>,
+    /// What access tokens are signed with (`ACCESS_TOKEN_ALGORITHM`): `EdDSA`, `ES256`
+    /// (for clients without EdDSA) or `HS256` (only with `legacyHs256: true`). Unset: HS256
+    /// while HS256 is on, EdDSA otherwise. EdDSA with `legacyHs256: true` is the way off
+    /// HS256: new tokens are asymmetric while the HS256 ones issued before still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(EdDSA|ES256|HS256)$"))]
+    pub access_token_algorithm: Option<String>,
+    /// Rotation of the signing keys the operator generates and stores in the tenant's
+    /// credentials Secret (`SIGNING_KEYS`).
+    #[serde(default)]
+    pub signing_keys: SigningKeysSpec,
+}
+
+/// The access-token algorithms the service accepts in `ACCESS_TOKEN_ALGORITHM`.
+pub const ACCESS_TOKEN_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "HS256"];
+
+/// Rotation of the tenant's signing keys (one EdDSA and one ES256 key signing at a time).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeysSpec {
+    /// Age in days at which a signing key is replaced (1..3650). The successor is
+    /// published an hour before it signs.
+    #[serde(default = "default_rotation_period_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub rotation_period_days: i32,
+    /// Minutes a replaced key keeps verifying (and stays in the JWKS) after its
+    /// successor starts signing (1..525600); at least
+    /// `spec.security.accessTokenExpireMinutes`, so every token it signed has expired
+    /// before it leaves.
+    #[serde(default = "default_overlap_minutes")]
+    #[schemars(range(min = 1, max = 525_600))]
+    pub overlap_minutes: i32,
+}
+
+fn default_rotation_period_days() -> i32 {
+    90
+}
+fn default_overlap_minutes() -> i32 {
+    1440
+}
+
+impl Default for SigningKeysSpec {
+    fn default() -> Self {
+        Self {
+            rotation_period_days: default_rotation_period_days(),
+            overlap_minutes: default_overlap_minutes(),
+        }
+    }
+}
+
 /// Redis used for rate-limit counters.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -703,6 +772,32 @@ pub struct FaceIdTenantStatus {
     /// The face-only login gallery as last counted (also the `FaceOnlyLogin` condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<LoginStatus>,
+    /// The token signing keys in the credentials Secret (public facts only): which signs,
+    /// which is published ahead, which verifies until when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<SigningKeyStatus>,
+    /// Whether the service accepts HS256 access tokens (`spec.tokens.legacyHs256`, or
+    /// the default for the tenant's age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_hs256: Option<bool>,
+}
+
+/// One token signing key as the status shows it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyStatus {
+    /// Key id (the tokens' `kid` header, the JWKS entry).
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    /// `signing`, `next` (published, signing from `signsFrom`) or `retiring` (replaced,
+    /// verifying until `expires`).
+    pub state: String,
+    /// When the key starts (started) signing, RFC 3339.
+    pub signs_from: String,
+    /// When the key stops verifying and leaves the JWKS, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// The face-only login gallery, counted by the operator at each database step.
@@ -1052,6 +1147,44 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         s.failed_attempt_retention_days,
         1..=3650,
     );
+    let t = &spec.tokens;
+    in_range(
+        &mut out,
+        "spec.tokens.signingKeys.rotationPeriodDays",
+        t.signing_keys.rotation_period_days,
+        1..=3650,
+    );
+    in_range(
+        &mut out,
+        "spec.tokens.signingKeys.overlapMinutes",
+        t.signing_keys.overlap_minutes,
+        1..=525_600,
+    );
+    if t.signing_keys.overlap_minutes < s.access_token_expire_minutes {
+        out.push(Invalid {
+            field: "spec.tokens.signingKeys.overlapMinutes",
+            message: format!(
+                "{} is shorter than spec.security.accessTokenExpireMinutes ({}): a replaced key must keep verifying until every token it signed has expired",
+                t.signing_keys.overlap_minutes, s.access_token_expire_minutes
+            ),
+        });
+    }
+    if let Some(alg) = &t.access_token_algorithm {
+        if !ACCESS_TOKEN_ALGORITHMS.contains(&alg.as_str()) {
+            out.push(Invalid {
+                field: "spec.tokens.accessTokenAlgorithm",
+                message: format!(
+                    "{alg:?} is not an access-token algorithm the service knows: one of {}",
+                    ACCESS_TOKEN_ALGORITHMS.join(", ")
+                ),
+            });
+        } else if alg == "HS256" && t.legacy_hs256 != Some(true) {
+            out.push(Invalid {
+                field: "spec.tokens.accessTokenAlgorithm",
+                message: "HS256 needs legacyHs256: true".to_owned(),
+            });
+        }
+    }
     if let Some(redis) = &spec.redis
         && redis.secret_ref.name.is_empty()
     {
@@ -1323,6 +1456,22 @@ mod tests {
             ("spec.security.failedAttemptRetentionDays", |s| {
                 s.security.failed_attempt_retention_days = 0
             }),
+            ("spec.tokens.signingKeys.rotationPeriodDays", |s| {
+                s.tokens.signing_keys.rotation_period_days = 0
+            }),
+            ("spec.tokens.signingKeys.overlapMinutes", |s| {
+                s.tokens.signing_keys.overlap_minutes = 29
+            }),
+            ("spec.tokens.signingKeys.overlapMinutes", |s| {
+                s.security.access_token_expire_minutes = 120;
+                s.tokens.signing_keys.overlap_minutes = 119
+            }),
+            ("spec.tokens.accessTokenAlgorithm", |s| {
+                s.tokens.access_token_algorithm = Some("RS256".into())
+            }),
+            ("spec.tokens.accessTokenAlgorithm", |s| {
+                s.tokens.access_token_algorithm = Some("HS256".into())
+            }),
             ("spec.redis.secretRef.name", |s| {
                 s.redis = Some(RedisSpec {
                     secret_ref: SecretKeyRef {
@@ -1394,6 +1543,10 @@ mod tests {
         s.recognition.tolerance = "1".into();
         s.liveness.threshold = "0".into();
         s.workload.replicas = 0;
+        s.security.access_token_expire_minutes = 1440;
+        s.tokens.signing_keys.overlap_minutes = 1440;
+        s.tokens.legacy_hs256 = Some(true);
+        s.tokens.access_token_algorithm = Some("HS256".into());
         assert!(validate(&s).is_empty(), "{:?}", validate(&s));
     }
 

@@ -22,5 +22,6 @@ pub mod login;
 pub mod metrics;
 pub mod monitoring;
 pub mod resources;
+pub mod signing_keys;
 
 pub use crd::{FaceIdTenant, FaceIdTenantSpec, FaceIdTenantStatus};

@@ -50,7 +50,14 @@ pub mod keys {
     pub const DATABASE_PASSWORD: &str = "DATABASE_PASSWORD";
     /// URL of the tenant's database role.
     pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// The token signing keys (`faceid_keys::KeyDocument` JSON), rotated by the operator.
+    pub const SIGNING_KEYS: &str = faceid_keys::ENV;
 }
+
+/// Annotation on the credentials Secret of a tenant made before signing keys existed:
+/// `"true"` keeps HS256 on while `spec.tokens.legacyHs256` is unset, so the upgrade
+/// changes nothing for its clients.
+pub const LEGACY_HS256_ANNOTATION: &str = "faceid.dev/legacy-hs256-default";
 
 /// Name of the tenant's Deployment, Service, autoscaler and disruption budget.
 pub fn workload_name(tenant: &FaceIdTenant) -> String {
@@ -169,7 +176,7 @@ pub fn config_hash(env: &BTreeMap<String, String>) -> String {
 pub fn build(tenant: &FaceIdTenant, inputs: &Inputs) -> Desired {
     Desired {
         secret: secret(tenant, inputs),
-        config_map: config_map(tenant),
+        config_map: config_map(tenant, inputs),
         deployment: deployment(tenant, inputs),
         service: service(tenant),
         autoscaler: autoscaler(tenant),
@@ -203,9 +210,20 @@ pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
             keys::DATABASE_URL.to_owned(),
             ByteString(s.database_url.clone().into_bytes()),
         ),
+        (
+            keys::SIGNING_KEYS.to_owned(),
+            ByteString(s.signing_keys.clone().into_bytes()),
+        ),
     ]);
+    let mut metadata = meta(tenant, secret_name(tenant));
+    if s.legacy_hs256_default {
+        metadata.annotations = Some(BTreeMap::from([(
+            LEGACY_HS256_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        )]));
+    }
     Secret {
-        metadata: meta(tenant, secret_name(tenant)),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()
@@ -213,10 +231,10 @@ pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
 }
 
 /// The ConfigMap with the non-secret environment.
-pub fn config_map(tenant: &FaceIdTenant) -> ConfigMap {
+pub fn config_map(tenant: &FaceIdTenant, inputs: &Inputs) -> ConfigMap {
     ConfigMap {
         metadata: meta(tenant, config_map_name(tenant)),
-        data: Some(render_config(tenant)),
+        data: Some(render_config(tenant, inputs.secrets.legacy_hs256_default)),
         ..ConfigMap::default()
     }
 }
@@ -274,6 +292,7 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
         secret_env("SECRET_KEY", &secret_name(tenant), keys::SECRET_KEY),
         secret_env("ADMIN_API_KEY", &secret_name(tenant), keys::ADMIN_API_KEY),
         secret_env("TEMPLATE_KEY", &secret_name(tenant), keys::TEMPLATE_KEY),
+        secret_env("SIGNING_KEYS", &secret_name(tenant), keys::SIGNING_KEYS),
     ];
     if let Some(redis) = &spec.redis {
         env.push(secret_env(
@@ -576,6 +595,8 @@ mod tests {
                 admin_api_key: "a".repeat(48),
                 template_key: "t".repeat(64),
                 redis_url: redis.map(str::to_owned),
+                signing_keys: r#"{"keys":[{"kid":"k1"}]}"#.into(),
+                legacy_hs256_default: false,
             },
             database_password: "pw".into(),
         }
@@ -665,8 +686,17 @@ mod tests {
                 "DATABASE_URL",
                 "SECRET_KEY",
                 "ADMIN_API_KEY",
-                "TEMPLATE_KEY"
+                "TEMPLATE_KEY",
+                "SIGNING_KEYS"
             ]
+        );
+        // The signing keys are in the Secret; a new tenant gets no HS256.
+        let data = d.secret.data.as_ref().unwrap();
+        assert_eq!(data["SIGNING_KEYS"].0, br#"{"keys":[{"kid":"k1"}]}"#);
+        assert!(d.secret.metadata.annotations.is_none());
+        assert_eq!(
+            d.config_map.data.as_ref().unwrap()["LEGACY_HS256_TOKENS"],
+            "false"
         );
         // The selector matches the pod labels, the Service and the budget.
         let selector = spec.selector.match_labels.as_ref().unwrap();
@@ -730,10 +760,11 @@ mod tests {
                 "SECRET_KEY",
                 "ADMIN_API_KEY",
                 "TEMPLATE_KEY",
+                "SIGNING_KEYS",
                 "REDIS_URL"
             ]
         );
-        let redis = &c.env.as_ref().unwrap()[4];
+        let redis = &c.env.as_ref().unwrap()[5];
         let sel = redis
             .value_from
             .as_ref()
@@ -859,6 +890,13 @@ mod tests {
         other.secrets.secret_key = "z".repeat(64);
         assert_ne!(base, hash(&t, &other));
         assert_ne!(base, hash(&t, &inputs(Some("redis://x"))));
+        // A rotated key set rolls the pods, and so does HS256 turned on.
+        let mut rotated = inputs(None);
+        rotated.secrets.signing_keys = r#"{"keys":[{"kid":"k2"}]}"#.into();
+        assert_ne!(base, hash(&t, &rotated));
+        let mut legacy = inputs(None);
+        legacy.secrets.legacy_hs256_default = true;
+        assert_ne!(base, hash(&t, &legacy));
     }
 
     #[test]
@@ -875,6 +913,7 @@ mod tests {
         .unwrap();
         assert!(!everything_else.contains(&i.secrets.secret_key));
         assert!(!everything_else.contains(&i.secrets.admin_api_key));
+        assert!(!everything_else.contains(&i.secrets.signing_keys));
         assert!(!everything_else.contains("postgres://"));
     }
 

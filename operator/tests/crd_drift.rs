@@ -158,6 +158,23 @@ fn cel_rules_refuse_what_the_api_forbids() {
             serde_json::json!({"requests": {"cpu": -1}}),
             "resource quantity",
         ),
+        // A replaced signing key verifies at least as long as an access token lives
+        // (default lifetime 30 minutes).
+        (
+            "/spec/tokens",
+            serde_json::json!({"signingKeys": {"rotationPeriodDays": 30, "overlapMinutes": 29}}),
+            "overlapMinutes",
+        ),
+        (
+            "/spec/tokens",
+            serde_json::json!({"accessTokenAlgorithm": "HS256"}),
+            "legacyHs256",
+        ),
+        (
+            "/spec/tokens",
+            serde_json::json!({"accessTokenAlgorithm": "HS256", "legacyHs256": false}),
+            "legacyHs256",
+        ),
     ];
     for (pointer, value, expected) in cases {
         let object = with(base.clone(), pointer, value.clone());
@@ -192,6 +209,41 @@ fn cel_rules_refuse_what_the_api_forbids() {
         assert!(
             cel(&object, None).is_empty(),
             "{pointer}={value}: {:?}",
+            cel(&object, None)
+        );
+    }
+    // The overlap follows a longer access-token lifetime; equal is enough; HS256 is
+    // issued only with legacyHs256.
+    let longer = with(
+        with(
+            base.clone(),
+            "/spec/security",
+            serde_json::json!({"accessTokenExpireMinutes": 120}),
+        ),
+        "/spec/tokens",
+        serde_json::json!({"signingKeys": {"rotationPeriodDays": 30, "overlapMinutes": 119}}),
+    );
+    assert!(
+        cel(&longer, None)
+            .iter()
+            .any(|e| e.contains("overlapMinutes"))
+    );
+    for ok in [
+        serde_json::json!({"signingKeys": {"rotationPeriodDays": 30, "overlapMinutes": 120}}),
+        serde_json::json!({"legacyHs256": true, "accessTokenAlgorithm": "HS256"}),
+    ] {
+        let object = with(
+            with(
+                base.clone(),
+                "/spec/security",
+                serde_json::json!({"accessTokenExpireMinutes": 120}),
+            ),
+            "/spec/tokens",
+            ok.clone(),
+        );
+        assert!(
+            cel(&object, None).is_empty(),
+            "{ok}: {:?}",
             cel(&object, None)
         );
     }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use faceid_keys::{Alg, KeyDocument, KeyEntry};
 use faceid_operator::conditions::{self, reasons, types};
 use faceid_operator::controller::{
     Context, EventSink, FINALIZER, Settings, TenantDatabase, TenantEvent, error_policy, reconcile,
@@ -238,9 +239,30 @@ fn own_secret() -> Secret {
             ("SECRET_KEY", &"k".repeat(64)),
             ("ADMIN_API_KEY", &"a".repeat(48)),
             ("DATABASE_PASSWORD", &"p".repeat(32)),
+            ("SIGNING_KEYS", &stored_keys().to_json()),
         ],
         true,
     )
+}
+
+/// One EdDSA and one ES256 key made a day before [`now`], the same for the whole test
+/// binary (a Secret the operator stored earlier).
+fn stored_keys() -> KeyDocument {
+    static KEYS: std::sync::OnceLock<KeyDocument> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let created = chrono_of(now()) - chrono::Duration::days(1);
+        KeyDocument {
+            keys: vec![
+                KeyEntry::generate(Alg::EdDsa, created, None),
+                KeyEntry::generate(Alg::Es256, created, None),
+            ],
+        }
+    })
+    .clone()
+}
+
+fn chrono_of(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.as_second(), 0).unwrap()
 }
 
 // ---------- the mocked API server ----------
@@ -1842,4 +1864,333 @@ async fn a_replica_that_lost_the_lease_writes_nothing() {
     assert_eq!(result.unwrap_err().category(), "leadership");
     assert!(seen.is_empty());
     assert!(h.db.calls().is_empty());
+}
+
+// ---------- signing keys ----------
+
+fn credentials_with(keys: &KeyDocument, annotations: Option<(&str, &str)>) -> Secret {
+    let mut s = secret(
+        "acme-credentials",
+        &[
+            ("SECRET_KEY", &"k".repeat(64)),
+            ("ADMIN_API_KEY", &"a".repeat(48)),
+            ("TEMPLATE_KEY", &"t".repeat(64)),
+            ("DATABASE_PASSWORD", &"p".repeat(32)),
+            ("SIGNING_KEYS", &keys.to_json()),
+        ],
+        true,
+    );
+    s.metadata.annotations =
+        annotations.map(|(k, v)| BTreeMap::from([(k.to_owned(), v.to_owned())]));
+    s
+}
+
+fn applied_keys(seen: &[Seen]) -> KeyDocument {
+    KeyDocument::parse(&data_of(
+        body_of(seen, "PATCH", &path("Secret", "acme-credentials")),
+        "SIGNING_KEYS",
+    ))
+    .unwrap()
+}
+
+fn config_of(seen: &[Seen]) -> &Value {
+    &body_of(seen, "PATCH", &path("ConfigMap", "acme-config"))["data"]
+}
+
+#[tokio::test]
+async fn a_new_tenant_gets_signing_keys_and_no_hs256() {
+    let h = Harness::new();
+    let (result, seen) = h
+        .run(minimal(), full_pass(None, ready_deployment_status(2), true))
+        .await;
+    assert!(result.is_ok());
+    let keys = applied_keys(&seen);
+    let algs: Vec<Alg> = keys.keys.iter().map(|k| k.alg).collect();
+    assert_eq!(algs, [Alg::EdDsa, Alg::Es256]);
+    // The service reads them from the Secret, never from the ConfigMap.
+    let env = &body_of(&seen, "PATCH", &path("Deployment", "acme"))["spec"]["template"]["spec"]["containers"]
+        [0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "SIGNING_KEYS"
+                && e["valueFrom"]["secretKeyRef"]["key"] == "SIGNING_KEYS")
+    );
+    assert!(!config_of(&seen).to_string().contains("PRIVATE"));
+    assert_eq!(config_of(&seen)["LEGACY_HS256_TOKENS"], "false");
+    let secret = body_of(&seen, "PATCH", &path("Secret", "acme-credentials"));
+    assert!(secret["metadata"]["annotations"].is_null());
+    let status = status_of(&seen);
+    assert_eq!(status.legacy_hs256, Some(false));
+    let states: Vec<(&str, &str)> = status
+        .signing_keys
+        .iter()
+        .map(|k| (k.alg.as_str(), k.state.as_str()))
+        .collect();
+    assert_eq!(states, [("EdDSA", "signing"), ("ES256", "signing")]);
+    assert!(!serde_json::to_string(&status).unwrap().contains("PRIVATE"));
+}
+
+#[tokio::test]
+async fn a_tenant_from_before_signing_keys_keeps_hs256_across_the_upgrade() {
+    let h = Harness::new();
+    let mut t = minimal();
+    t.status = Some(FaceIdTenantStatus::default());
+    // Its credentials Secret as an operator without signing keys left it.
+    let old = secret(
+        "acme-credentials",
+        &[
+            ("SECRET_KEY", &"k".repeat(64)),
+            ("ADMIN_API_KEY", &"a".repeat(48)),
+            ("TEMPLATE_KEY", &"t".repeat(64)),
+            ("DATABASE_PASSWORD", &"p".repeat(32)),
+        ],
+        true,
+    );
+    let (result, seen) = h
+        .run(
+            t.clone(),
+            full_pass(Some(old), ready_deployment_status(2), true),
+        )
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let keys = applied_keys(&seen);
+    assert_eq!(keys.keys.len(), 2);
+    assert_eq!(config_of(&seen)["LEGACY_HS256_TOKENS"], "true");
+    let secret = body_of(&seen, "PATCH", &path("Secret", "acme-credentials"));
+    assert_eq!(
+        secret["metadata"]["annotations"]["faceid.dev/legacy-hs256-default"],
+        "true"
+    );
+    assert_eq!(data_of(secret, "SECRET_KEY"), "k".repeat(64), "kept");
+    assert_eq!(
+        h.events.reasons(),
+        ["SigningKeyCreated", "SigningKeyCreated", "TenantReady"]
+    );
+
+    // The next pass reads the keys and the mark back: same keys, HS256 still on.
+    let stored = credentials_with(&keys, Some(("faceid.dev/legacy-hs256-default", "true")));
+    t.status = Some(status_of(&seen));
+    let (_, again) = h
+        .run(
+            t.clone(),
+            full_pass(Some(stored.clone()), ready_deployment_status(2), false),
+        )
+        .await;
+    assert_eq!(applied_keys(&again), keys);
+    assert_eq!(config_of(&again)["LEGACY_HS256_TOKENS"], "true");
+
+    // The spec decides once it says: legacyHs256 false turns HS256 off.
+    t.spec.tokens.legacy_hs256 = Some(false);
+    let (_, off) = h
+        .run(t, full_pass(Some(stored), ready_deployment_status(2), true))
+        .await;
+    assert_eq!(config_of(&off)["LEGACY_HS256_TOKENS"], "false");
+    assert_eq!(status_of(&off).legacy_hs256, Some(false));
+}
+
+#[tokio::test]
+async fn an_unreadable_key_document_is_refused_not_replaced() {
+    let h = Harness::new();
+    let mut broken = own_secret();
+    broken.data.as_mut().unwrap().insert(
+        "SIGNING_KEYS".into(),
+        ByteString(br#"{"keys": [{"kid": "x"}]}"#.to_vec()),
+    );
+    let (result, seen) = h
+        .run(
+            minimal(),
+            vec![
+                call(
+                    "GET",
+                    path("Secret", "acme-postgres"),
+                    Reply::Json(json!(db_secret())),
+                ),
+                call(
+                    "GET",
+                    path("Secret", "acme-credentials"),
+                    Reply::Json(json!(broken)),
+                ),
+                status_patch(),
+            ],
+        )
+        .await;
+    assert!(matches!(result, Ok(a) if a == Action::requeue(Duration::from_secs(300))));
+    let c = condition(&status_of(&seen), types::SECRETS_READY).clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "InvalidSigningKeys")
+    );
+    assert!(c.message.contains("SIGNING_KEYS"), "{}", c.message);
+    assert!(!c.message.contains("PRIVATE"), "{}", c.message);
+}
+
+/// A rotation as the operator runs it, with the real service's token code reading each
+/// key document the operator stored: the successor is published an hour ahead, signs
+/// from then on, and a token the old key signed verifies through the overlap and is
+/// refused once the overlap has passed and the old key is dropped.
+#[tokio::test]
+async fn a_rotation_keeps_old_tokens_valid_through_the_overlap_then_drops_the_key() {
+    use faceid_service::domain::tokens::{AccessAlgorithm, KeySet, TokenError, TokenService};
+    let h = Harness::new();
+    let mut t = minimal();
+    // Rotate daily; replaced keys verify for 60 minutes, the access-token lifetime.
+    t.spec.tokens.signing_keys.rotation_period_days = 1;
+    t.spec.tokens.signing_keys.overlap_minutes = 60;
+    t.spec.security.access_token_expire_minutes = 60;
+    t.status = Some(FaceIdTenantStatus::default());
+    let t0 = now(); // the stored keys are a day old: due now
+    let at = |minutes: i64| t0 + k8s_openapi::jiff::SignedDuration::from_mins(minutes);
+    let service = |doc: &KeyDocument, when: Timestamp| {
+        TokenService::with_keys(
+            "team-a_acme",
+            KeySet::from_document(doc).unwrap(),
+            None,
+            AccessAlgorithm::EdDsa,
+            Duration::from_secs(3600),
+            chrono_of(when),
+        )
+        .unwrap()
+    };
+    let before = stored_keys();
+    let old_kid = before
+        .signing(Alg::EdDsa, chrono_of(t0))
+        .unwrap()
+        .kid
+        .clone();
+
+    // Pass 1, at the rotation instant: successors published, not signing yet.
+    let (result, seen, _) = h
+        .run_at(
+            t.clone(),
+            full_pass(
+                Some(credentials_with(&before, None)),
+                ready_deployment_status(2),
+                true,
+            ),
+            t0,
+        )
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let rotated = applied_keys(&seen);
+    assert_eq!(rotated.keys.len(), 4);
+    let new_kid = rotated.keys[2].kid.clone();
+    let status = status_of(&seen);
+    let state = |s: &FaceIdTenantStatus, kid: &str| {
+        s.signing_keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(state(&status, &old_kid), "signing");
+    assert_eq!(state(&status, &new_kid), "next");
+    assert_eq!(
+        h.events.reasons()[..2],
+        [
+            "SigningKeyRotated".to_owned(),
+            "SigningKeyRotated".to_owned()
+        ]
+    );
+    // Until the switch (an hour later) the old key signs: the last token it signs...
+    let last_old = service(&rotated, at(59))
+        .issue_access(uuid_of(1), 0, chrono_of(at(59)))
+        .unwrap();
+    assert!(last_old.contains('.'));
+    // ...and from the switch on the new one, with the same stored document.
+    let first_new = service(&rotated, at(60))
+        .issue_access(uuid_of(2), 0, chrono_of(at(60)))
+        .unwrap();
+    let kid_of = |token: &str| {
+        let header = token.split('.').next().unwrap();
+        let json: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap();
+        json["kid"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(kid_of(&last_old), old_kid);
+    assert_eq!(kid_of(&first_new), new_kid);
+
+    // Pass 2, at the switch: nothing stored changes; the status says who signs.
+    let mut t2 = t.clone();
+    t2.status = Some(status);
+    let (result, seen, _) = h
+        .run_at(
+            t2.clone(),
+            full_pass(
+                Some(credentials_with(&rotated, None)),
+                ready_deployment_status(2),
+                true,
+            ),
+            at(60),
+        )
+        .await;
+    assert!(result.is_ok());
+    assert_eq!(applied_keys(&seen), rotated);
+    let status = status_of(&seen);
+    assert_eq!(state(&status, &new_kid), "signing");
+    assert_eq!(state(&status, &old_kid), "retiring");
+
+    // During the overlap the old key's last token still verifies.
+    let during = service(&rotated, at(60));
+    assert!(
+        during
+            .verify_access_at(&last_old, chrono_of(at(119)))
+            .is_ok()
+    );
+
+    // Shortly before the end of the overlap the operator asks to be woken at it.
+    t2.status = Some(status);
+    let (result, _, _) = h
+        .run_at(
+            t2.clone(),
+            full_pass(
+                Some(credentials_with(&rotated, None)),
+                ready_deployment_status(2),
+                false,
+            ),
+            at(120) - k8s_openapi::jiff::SignedDuration::from_secs(100),
+        )
+        .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(100))),
+        "{result:?}"
+    );
+
+    // Pass 3, when the overlap has passed: the old keys are dropped.
+    let (result, seen, _) = h
+        .run_at(
+            t2,
+            full_pass(
+                Some(credentials_with(&rotated, None)),
+                ready_deployment_status(2),
+                true,
+            ),
+            at(120),
+        )
+        .await;
+    assert!(result.is_ok());
+    let after = applied_keys(&seen);
+    assert_eq!(after.keys.len(), 2);
+    assert!(after.keys.iter().all(|k| k.kid != old_kid));
+    assert!(h.events.reasons().contains(&"SigningKeyDropped".to_owned()));
+    // The old key's token is refused, by the pods still on the rotated document (the
+    // key expired) and by those on the new one (the key is gone); the new key's token
+    // still verifies.
+    for doc in [&rotated, &after] {
+        let s = service(&after, at(120));
+        assert_eq!(
+            service(doc, at(120)).verify_access_at(&last_old, chrono_of(at(120))),
+            Err(TokenError::Invalid)
+        );
+        assert!(s.verify_access_at(&first_new, chrono_of(at(120))).is_ok());
+    }
+}
+
+fn uuid_of(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
 }
