@@ -789,6 +789,8 @@ mod tests {
         assert_eq!(cm["LOCKOUT_MINUTES"], "60");
         assert_eq!(cm["FAILED_ATTEMPT_RETENTION_DAYS"], "90");
         assert_eq!(cm["HNSW_EF_SEARCH"], "200");
+        assert_eq!(cm["ACCESS_TOKEN_ALGORITHM"], "ES256");
+        assert_eq!(cm["LEGACY_HS256_TOKENS"], "false");
         assert_eq!(cm["MODELS_DIR"], "/models");
         assert_eq!(
             cm["CORS_ORIGINS"],
