@@ -428,6 +428,10 @@ async fn two_tenants_on_one_platform() {
             assert!(!log.contains(secret), "a secret appears in the service log");
         }
         assert!(
+            !log.contains("PRIVATE KEY") && !log.contains(&env["SIGNING_KEYS"]),
+            "a signing key appears in the service log"
+        );
+        assert!(
             !log.contains("embedding\":["),
             "an embedding appears in the service log"
         );
