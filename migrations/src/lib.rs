@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "halfvec_index",
         sql: include_str!("../0003_halfvec_index.sql"),
     },
+    Migration {
+        version: 4,
+        name: "openid_connect",
+        sql: include_str!("../0004_openid_connect.sql"),
+    },
 ];
 
 /// What can go wrong while migrating a tenant schema.

@@ -37,12 +37,13 @@ async fn applies_once_and_is_idempotent() {
     let pool = pool().await;
     let s = schema("mig_once");
     let first = faceid_migrations::apply(&pool, &s).await.unwrap();
-    assert_eq!(first.newly_applied, vec![1, 2, 3]);
+    assert_eq!(first.newly_applied, vec![1, 2, 3, 4]);
     let second = faceid_migrations::apply(&pool, &s).await.unwrap();
     assert!(second.newly_applied.is_empty());
     assert_eq!(
         tables(&pool, &s).await,
         [
+            "authorization_codes",
             "face_embeddings",
             "failed_login_attempts",
             "refresh_tokens",

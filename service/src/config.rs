@@ -88,6 +88,21 @@ pub struct ServeArgs {
     #[arg(long, env = "TEMPLATE_KEY", hide_env_values = true, value_parser = parse_secret_key)]
     pub template_key: Option<String>,
 
+    /// The tenant's public base URL, as apps reach it (`https://login.acme.example`): the
+    /// OpenID Provider's issuer, the `iss` of its ID tokens and the base of the URLs in
+    /// `/.well-known/openid-configuration`. Unset: `http://localhost:<PORT>`, for a
+    /// developer's machine only (certified OpenID clients refuse plain http elsewhere).
+    #[arg(long, env = "ISSUER_URL", value_parser = parse_issuer_url)]
+    pub issuer_url: Option<String>,
+
+    /// The tenant's OpenID Connect clients, a JSON array of
+    /// `{"client_id", "redirect_uris": [...], "post_logout_redirect_uris": [...],
+    /// "secret_sha256"}` (a confidential client's secret as hex SHA-256; none for a public
+    /// client). The operator renders it from `spec.oidc.clients`. Empty: no client can
+    /// start an authorization.
+    #[arg(long, env = "OIDC_CLIENTS", default_value = "", value_parser = parse_oidc_clients)]
+    pub oidc_clients: crate::domain::oidc::ClientRegistry,
+
     /// Bearer credential for the admin endpoints: at least 16 bytes.
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true, value_parser = parse_admin_key)]
     pub admin_api_key: String,
@@ -279,6 +294,14 @@ impl ServeArgs {
             self.access_ttl(),
             now,
         )
+        .map(|tokens| tokens.with_oidc_issuer(&self.issuer()))
+    }
+
+    /// The OpenID Provider's issuer: `ISSUER_URL`, else `http://localhost:<PORT>`.
+    pub fn issuer(&self) -> String {
+        self.issuer_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}", self.port))
     }
 
     /// Access-token lifetime.
@@ -342,6 +365,22 @@ fn parse_tenant(s: &str) -> Result<String, String> {
     } else {
         Err("use 1-63 characters from a-z, 0-9, - and _".to_owned())
     }
+}
+
+fn parse_issuer_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("ISSUER_URL must be an absolute URL: {e}"))?;
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && local) {
+        return Err("ISSUER_URL must be https (plain http only on localhost)".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("ISSUER_URL must not have a query or fragment".to_owned());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+fn parse_oidc_clients(s: &str) -> Result<crate::domain::oidc::ClientRegistry, String> {
+    crate::domain::oidc::ClientRegistry::from_json(s)
 }
 
 fn parse_secret_key(s: &str) -> Result<String, String> {

@@ -267,6 +267,7 @@ async fn issue_tokens(
         &hash_refresh_token(&refresh_token),
         user.id,
         expires,
+        None,
     )
     .await?;
     Ok(TokenPair {
@@ -404,6 +405,19 @@ async fn record_duplicate_face(state: &AppState, client: &Client, existing: Cand
     tracing::warn!(event = "duplicate_face", existing_user_id = %existing.user_id, client_ip = %client.ip, "registration refused: the face is enrolled under another account");
 }
 
+/// A face login that succeeded, before anything is issued for it.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The user, active and not locked.
+    pub user: UserRow,
+    /// `1 − distance` to the matched template, clamped to [0, 1].
+    pub confidence: f32,
+    /// The probe's liveness score (absent when liveness is disabled).
+    pub liveness: Option<f32>,
+    /// Faces found in the photo.
+    pub faces_detected: usize,
+}
+
 /// Logs in by face: 1:N identification, or 1:1 verification when `username` is given.
 pub async fn login(
     state: &AppState,
@@ -411,6 +425,27 @@ pub async fn login(
     username: Option<&str>,
     image: Bytes,
 ) -> ApiResult<LoggedIn> {
+    let auth = authenticate_face(state, client, username, image).await?;
+    let now = Utc::now();
+    let tokens = issue_tokens(state, &auth.user, now).await?;
+    Ok(LoggedIn {
+        tokens,
+        user: UserOut::from_row(auth.user, now),
+        liveness_score: auth.liveness,
+        confidence_score: auth.confidence,
+        faces_detected: auth.faces_detected,
+    })
+}
+
+/// Authenticates the person in `image`, as a login does (rate limits, lockout, liveness,
+/// the tenant's login mode, fraud records, the login metric), without issuing anything:
+/// [`login`] issues the API's tokens, the OpenID Provider an authorization code.
+pub async fn authenticate_face(
+    state: &AppState,
+    client: &Client,
+    username: Option<&str>,
+    image: Bytes,
+) -> ApiResult<Authenticated> {
     let result = login_inner(state, client, username, image).await;
     let (status, reason) = match &result {
         Ok(_) => ("success", "none"),
@@ -429,7 +464,7 @@ async fn login_inner(
     client: &Client,
     username: Option<&str>,
     image: Bytes,
-) -> ApiResult<LoggedIn> {
+) -> ApiResult<Authenticated> {
     let claimed = claim(state, client, username).await?;
     let analysis = analyze_probe(state, client, claimed.as_ref(), image).await?;
     let liveness = analysis.liveness.as_ref().map(|l| l.score);
@@ -584,7 +619,8 @@ async fn find_owner(
     Ok(found)
 }
 
-/// Turns a live probe's match outcome into tokens, or into the failure it is.
+/// Turns a live probe's match outcome into an authenticated user, or into the failure
+/// it is.
 async fn conclude_login(
     state: &AppState,
     client: &Client,
@@ -592,7 +628,7 @@ async fn conclude_login(
     outcome: MatchOutcome,
     liveness: Option<f32>,
     faces_detected: usize,
-) -> ApiResult<LoggedIn> {
+) -> ApiResult<Authenticated> {
     let (user, confidence) = match outcome {
         MatchOutcome::NoMatch { best_distance } => {
             let target = user.as_ref().map(|u| u.id);
@@ -639,14 +675,11 @@ async fn conclude_login(
     // Again after the match: 1:N learns the account only now, and a lock may have been
     // taken while the face was analysed.
     admit_client(state, client, &user).await?;
-    let now = Utc::now();
-    let tokens = issue_tokens(state, &user, now).await?;
     tracing::info!(event = "login_succeeded", user_id = %user.id, confidence, "user logged in");
-    Ok(LoggedIn {
-        tokens,
-        user: UserOut::from_row(user, now),
-        liveness_score: liveness,
-        confidence_score: confidence,
+    Ok(Authenticated {
+        user,
+        confidence,
+        liveness,
         faces_detected,
     })
 }
@@ -684,6 +717,44 @@ async fn admit_client(state: &AppState, client: &Client, user: &UserRow) -> ApiR
     }
 }
 
+/// Whether an access token still stands for its user now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Yes.
+    Valid,
+    /// The account was erased.
+    Gone,
+    /// Issued before the user's last logout, lock or deactivation.
+    Revoked,
+    /// The account is deactivated.
+    Inactive,
+    /// The account is locked (until then, if the lock ends).
+    Locked(Option<DateTime<Utc>>),
+}
+
+/// A well-signed access token is only as good as its user's state now: one primary-key
+/// lookup makes logout, deactivation, locks and erasure take effect on access tokens at
+/// once (the bound is zero), instead of when they expire.
+pub async fn session_status(
+    state: &AppState,
+    user: Uuid,
+    generation: i32,
+    now: DateTime<Utc>,
+) -> Result<SessionStatus, StoreError> {
+    let Some(session) = users::session_state(state.db(), user).await? else {
+        return Ok(SessionStatus::Gone);
+    };
+    Ok(if session.token_generation != generation {
+        SessionStatus::Revoked
+    } else if !session.is_active {
+        SessionStatus::Inactive
+    } else if lockout::is_locked(session.is_locked, session.locked_until, now) {
+        SessionStatus::Locked(session.locked_until)
+    } else {
+        SessionStatus::Valid
+    })
+}
+
 /// Exchanges a refresh token for a new pair (the old one is spent).
 pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
     let now = Utc::now();
@@ -696,10 +767,11 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
         &hash_refresh_token(&successor),
         now,
         expires,
+        None,
     )
     .await?
     {
-        tokens::Redeemed::Rotated { user_id } => {
+        tokens::Redeemed::Rotated { user_id, .. } => {
             let user = users::by_id(state.db(), user_id)
                 .await?
                 .ok_or(ApiError::InvalidRefreshToken)?;

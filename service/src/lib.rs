@@ -6,6 +6,8 @@
 //! - [`domain`]: pure rules (matching, lockout, rate specs, tokens), time as a parameter.
 //! - [`store`]: PostgreSQL (sqlx + pgvector) and the rate-limit counters.
 //! - [`flows`]: the use cases (register, login, refresh, enrol, erase).
+//! - [`openid`]: the tenant as an OpenID Provider (authorization code + PKCE, tokens,
+//!   userinfo, logout, revocation, introspection), its login being the face login.
 //! - [`http`]: router, extractors, handlers and the one error mapping.
 
 pub mod config;
@@ -14,6 +16,7 @@ pub mod face;
 pub mod flows;
 pub mod http;
 pub mod metrics;
+pub mod openid;
 pub mod passwords;
 pub mod serve;
 pub mod server;

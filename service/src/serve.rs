@@ -37,7 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .jwks(chrono::Utc::now())
                 .first()
                 .map(|k| k.kid.as_str()),
-            "SIGNING_KEYS is unset: signing tokens with an Ed25519 key generated for this process; its tokens will not survive a restart and other replicas will not share the key (set SIGNING_KEYS, as the operator does)"
+            "SIGNING_KEYS is unset: signing tokens with Ed25519 and P-256 keys generated for this process; its tokens will not survive a restart and other replicas will not share the key (set SIGNING_KEYS, as the operator does)"
         );
     }
     tracing::info!(

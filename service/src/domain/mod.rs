@@ -4,6 +4,7 @@
 pub mod lockout;
 pub mod login_policy;
 pub mod matching;
+pub mod oidc;
 pub mod ratelimit;
 pub mod templates;
 pub mod tokens;

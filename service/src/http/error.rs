@@ -263,3 +263,51 @@ pub fn seconds_until(
     let d = (until - now).to_std().unwrap_or(Duration::ZERO);
     d.as_secs_f64().ceil().max(1.0) as u64
 }
+
+/// An OAuth / OpenID Connect error as its endpoints answer it (RFC 6749 5.2, RFC 6750 3):
+/// `{"error", "error_description"}`, 400; `invalid_client` 401 with a Basic challenge;
+/// `invalid_token` 401 with a Bearer challenge; `temporarily_unavailable` 503.
+#[derive(Debug)]
+pub struct OAuthErrorResponse(pub crate::domain::oidc::OAuthError);
+
+impl IntoResponse for OAuthErrorResponse {
+    fn into_response(self) -> Response {
+        use crate::domain::oidc::ErrorCode;
+        let e = self.0;
+        let status = match e.code {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = serde_json::json!({
+            "error": e.code.as_str(),
+            "error_description": e.description,
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let challenge = match e.code {
+            ErrorCode::InvalidClient => Some("Basic realm=\"faceid\"".to_owned()),
+            ErrorCode::InvalidToken => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                e.description.replace('"', "'")
+            )),
+            _ => None,
+        };
+        if let Some(c) = challenge
+            && let Ok(v) = HeaderValue::from_str(&c)
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+impl From<crate::domain::oidc::OAuthError> for OAuthErrorResponse {
+    fn from(e: crate::domain::oidc::OAuthError) -> Self {
+        Self(e)
+    }
+}

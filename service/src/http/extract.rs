@@ -13,10 +13,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::error::seconds_until;
-use crate::domain::lockout::is_locked;
 use crate::domain::tokens::{AccessClaims, TokenError};
+use crate::flows::{self, SessionStatus};
 use crate::state::AppState;
-use crate::store::users;
 
 /// Who is calling: client IP and user agent, for rate limits and the fraud record.
 #[derive(Clone, Debug)]
@@ -165,31 +164,25 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A well-signed access token is only as good as its user's state now: one primary-key
-/// lookup per request makes logout, deactivation, locks and erasure take effect on access
-/// tokens at once (the bound is zero), instead of when they expire.
+/// The token's user must still be able to use it ([`flows::session_status`]).
 async fn check_session(state: &AppState, claims: &AccessClaims) -> Result<AuthUser, ApiError> {
     let now = chrono::Utc::now();
-    let Some(session) = users::session_state(state.db(), claims.sub).await? else {
-        return Err(ApiError::Unauthorized("the account no longer exists"));
-    };
-    if session.token_generation != claims.r#gen {
-        tracing::info!(
-            event = "token_rejected",
-            reason = "revoked",
-            "access token rejected"
-        );
-        return Err(ApiError::Unauthorized("access token revoked"));
+    match flows::session_status(state, claims.sub, claims.r#gen, now).await? {
+        SessionStatus::Valid => Ok(AuthUser { id: claims.sub }),
+        SessionStatus::Gone => Err(ApiError::Unauthorized("the account no longer exists")),
+        SessionStatus::Revoked => {
+            tracing::info!(
+                event = "token_rejected",
+                reason = "revoked",
+                "access token rejected"
+            );
+            Err(ApiError::Unauthorized("access token revoked"))
+        }
+        SessionStatus::Inactive => Err(ApiError::Inactive),
+        SessionStatus::Locked(until) => Err(ApiError::Locked {
+            retry_after: until.map(|u| seconds_until(u, now)),
+        }),
     }
-    if !session.is_active {
-        return Err(ApiError::Inactive);
-    }
-    if is_locked(session.is_locked, session.locked_until, now) {
-        return Err(ApiError::Locked {
-            retry_after: session.locked_until.map(|u| seconds_until(u, now)),
-        });
-    }
-    Ok(AuthUser { id: claims.sub })
 }
 
 /// The tenant's administrator, authenticated by `Authorization: Bearer <ADMIN_API_KEY>`.

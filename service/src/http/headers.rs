@@ -43,7 +43,7 @@ pub async fn secure(request: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if path.starts_with("/api/") {
+    if path.starts_with("/api/") || OPENID_PRIVATE_PATHS.contains(&path.as_str()) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
@@ -51,6 +51,8 @@ pub async fn secure(request: Request, next: Next) -> Response {
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         let csp = if path == "/" {
             camera_page_csp().clone()
+        } else if path == "/authorize" {
+            authorize_page_csp().clone()
         } else {
             HeaderValue::from_static(DOCS_CSP)
         };
@@ -59,31 +61,50 @@ pub async fn secure(request: Request, next: Next) -> Response {
     response
 }
 
+/// OpenID endpoints whose answers (tokens, user data, the login page) no cache may keep.
+const OPENID_PRIVATE_PATHS: &[&str] = &[
+    "/authorize",
+    "/authorize/face",
+    "/token",
+    "/userinfo",
+    "/introspect",
+    "/revoke",
+    "/logout",
+];
+
 /// The camera page's CSP: its inline `<script>` and `<style>` by SHA-256, the camera
 /// stream and snapshots (`blob:`, `mediastream:`), requests to this origin only.
 pub fn camera_page_csp() -> &'static HeaderValue {
     static CSP: OnceLock<HeaderValue> = OnceLock::new();
-    CSP.get_or_init(|| {
-        let hashes = |tag: &str| -> String {
-            inline_blocks(CAMERA_PAGE, tag)
-                .map(|body| {
-                    let digest = Sha256::digest(body.as_bytes());
-                    format!(
-                        " 'sha256-{}'",
-                        base64::engine::general_purpose::STANDARD.encode(digest)
-                    )
-                })
-                .collect()
-        };
-        let policy = format!(
-            "default-src 'none'; script-src{}; style-src{}; img-src 'self' data: blob:; \
-             media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; \
-             form-action 'self'; frame-ancestors 'none'",
-            hashes("script"),
-            hashes("style")
-        );
-        HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(DOCS_CSP))
-    })
+    CSP.get_or_init(|| page_csp(CAMERA_PAGE))
+}
+
+/// The OpenID login page's CSP, built the same way.
+pub fn authorize_page_csp() -> &'static HeaderValue {
+    static CSP: OnceLock<HeaderValue> = OnceLock::new();
+    CSP.get_or_init(|| page_csp(crate::http::routes::openid::AUTHORIZE_PAGE))
+}
+
+fn page_csp(page: &str) -> HeaderValue {
+    let hashes = |tag: &str| -> String {
+        inline_blocks(page, tag)
+            .map(|body| {
+                let digest = Sha256::digest(body.as_bytes());
+                format!(
+                    " 'sha256-{}'",
+                    base64::engine::general_purpose::STANDARD.encode(digest)
+                )
+            })
+            .collect()
+    };
+    let policy = format!(
+        "default-src 'none'; script-src{}; style-src{}; img-src 'self' data: blob:; \
+         media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+        hashes("script"),
+        hashes("style")
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(DOCS_CSP))
 }
 
 /// The bodies of `<tag>...</tag>` blocks without attributes (the page's inline ones).

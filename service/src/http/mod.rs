@@ -71,6 +71,24 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
         .route("/.well-known/jwks.json", get(routes::well_known::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::openid::discovery),
+        )
+        .route("/authorize", get(routes::openid::authorize))
+        .route("/authorize/face", post(routes::openid::authorize_face))
+        .route("/authorize/cancel", get(routes::openid::authorize_cancel))
+        .route("/token", post(routes::openid::token))
+        .route(
+            "/userinfo",
+            get(routes::openid::userinfo).post(routes::openid::userinfo),
+        )
+        .route("/revoke", post(routes::openid::revoke))
+        .route("/introspect", post(routes::openid::introspect))
+        .route(
+            "/logout",
+            get(routes::openid::logout).post(routes::openid::logout_post),
+        )
         .route("/", get(routes::system::camera_page))
         .merge(openapi::routes(state.config().max_upload_bytes))
         .fallback(not_found)

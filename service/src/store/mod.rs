@@ -2,6 +2,7 @@
 //! counters (Redis, or in-process when no Redis is configured).
 
 pub mod attempts;
+pub mod codes;
 pub mod db;
 pub mod ratelimit;
 pub mod templates;

@@ -76,11 +76,14 @@ impl KeySet {
         })
     }
 
-    /// A key set of one Ed25519 key generated now, for a process started without
+    /// A key set of one Ed25519 and one P-256 key generated now, for a process started without
     /// `SIGNING_KEYS`: its tokens die with the process and no other replica knows it.
     pub fn ephemeral(now: DateTime<Utc>) -> Self {
         let document = KeyDocument {
-            keys: vec![KeyEntry::generate(Alg::EdDsa, now, None)],
+            keys: Alg::ALL
+                .iter()
+                .map(|&alg| KeyEntry::generate(alg, now, None))
+                .collect(),
         };
         // A freshly generated key always loads; an empty set (refusing every
         // asymmetric token) would be the safe outcome otherwise.
@@ -180,23 +183,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ephemeral_set_has_one_ed25519_key_that_signs_now() {
+    fn the_ephemeral_set_has_one_key_per_algorithm_that_signs_now() {
         super::super::crypto::install();
         let now = Utc::now();
         let set = KeySet::ephemeral(now);
         assert!(set.is_ephemeral());
         let jwks = set.jwks(now);
-        assert_eq!(jwks.len(), 1);
-        assert_eq!(
-            (jwks[0].kty.as_str(), jwks[0].alg.as_str()),
-            ("OKP", "EdDSA")
-        );
+        let kinds: Vec<(&str, &str)> = jwks
+            .iter()
+            .map(|k| (k.kty.as_str(), k.alg.as_str()))
+            .collect();
+        assert_eq!(kinds, [("OKP", "EdDSA"), ("EC", "ES256")]);
         assert!(set.signing_kid(Alg::EdDsa, now).is_some());
-        assert!(set.signing_kid(Alg::Es256, now).is_none());
-        assert!(
-            set.sign(Alg::Es256, None, &serde_json::json!({}), now)
-                .is_err()
-        );
+        assert!(set.signing_kid(Alg::Es256, now).is_some());
         let token = set
             .sign(Alg::EdDsa, None, &serde_json::json!({"a": 1}), now)
             .unwrap();

@@ -63,6 +63,13 @@ pub struct AccessClaims {
     /// (Tokens from before generations existed read as 0.)
     #[serde(default)]
     pub r#gen: i32,
+    /// The OpenID Connect client the token was issued to (RFC 9068); absent for the
+    /// original API's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scope granted to that client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Why a presented token was refused. Deliberately coarse towards clients.
@@ -119,6 +126,8 @@ pub struct TokenService {
     issue: AccessAlgorithm,
     validation: Validation,
     issuer: String,
+    /// The OpenID Provider's issuer URL: the `iss` of tokens issued to its clients.
+    oidc_issuer: Option<String>,
     audience: String,
     access_ttl: Duration,
 }
@@ -199,6 +208,7 @@ impl TokenService {
             issue,
             validation,
             issuer,
+            oidc_issuer: None,
             audience: tenant.to_owned(),
             access_ttl,
         }
@@ -207,6 +217,19 @@ impl TokenService {
     /// Access-token lifetime.
     pub fn access_ttl(&self) -> Duration {
         self.access_ttl
+    }
+
+    /// Also issues and accepts tokens of the OpenID Provider at `issuer` (its URL), for
+    /// its clients ([`TokenService::issue_client_access`]).
+    pub fn with_oidc_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[self.issuer.as_str(), issuer]);
+        self.oidc_issuer = Some(issuer.to_owned());
+        self
+    }
+
+    /// The tenant (the `aud` of access tokens).
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// The asymmetric key set (the JWKS, and the signer of other tokens).
@@ -231,9 +254,39 @@ impl TokenService {
         generation: i32,
         now: DateTime<Utc>,
     ) -> Result<String, TokenError> {
+        let claims = self.access_claims(self.issuer.clone(), user, generation, now);
+        self.sign_access_claims(&claims, now)
+    }
+
+    /// Signs an access token for an OpenID Connect `client_id` with `scope`: `iss` is the
+    /// provider's issuer URL, `client_id` and `scope` are claims (RFC 9068), and it is
+    /// always signed with the key set, never HS256.
+    pub fn issue_client_access(
+        &self,
+        user: Uuid,
+        generation: i32,
+        client_id: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, TokenError> {
+        let issuer = self.oidc_issuer.clone().ok_or(TokenError::Invalid)?;
+        let mut claims = self.access_claims(issuer, user, generation, now);
+        claims.client_id = Some(client_id.to_owned());
+        claims.scope = Some(scope.to_owned());
+        let alg = issue_alg(self.issue).unwrap_or(Alg::EdDsa);
+        self.keys.sign(alg, Some("at+jwt"), &claims, now)
+    }
+
+    fn access_claims(
+        &self,
+        iss: String,
+        user: Uuid,
+        generation: i32,
+        now: DateTime<Utc>,
+    ) -> AccessClaims {
         let iat = now.timestamp();
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
+        AccessClaims {
+            iss,
             aud: self.audience.clone(),
             sub: user,
             exp: iat + i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX / 2),
@@ -242,11 +295,20 @@ impl TokenService {
             jti: Uuid::new_v4(),
             typ: "access".to_owned(),
             r#gen: generation,
-        };
+            client_id: None,
+            scope: None,
+        }
+    }
+
+    fn sign_access_claims(
+        &self,
+        claims: &AccessClaims,
+        now: DateTime<Utc>,
+    ) -> Result<String, TokenError> {
         match (issue_alg(self.issue), &self.hs256) {
-            (Some(alg), _) => self.keys.sign(alg, None, &claims, now),
+            (Some(alg), _) => self.keys.sign(alg, None, claims, now),
             (None, Some(hs)) => {
-                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &hs.encoding)
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &hs.encoding)
                     .map_err(|_| TokenError::Invalid)
             }
             (None, None) => Err(TokenError::Invalid),

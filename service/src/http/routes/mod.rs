@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod openid;
 pub mod system;
 pub mod users;
 pub mod well_known;
