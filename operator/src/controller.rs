@@ -1258,9 +1258,9 @@ struct SigningKeys {
 
 /// The tenant's signing keys at `now`: the stored ones rotated as the spec declares
 /// ([`signing_keys::plan`]), generated ones for a Secret without any; an error for a
-/// stored document that does not parse (never overwritten). A credentials Secret that
-/// holds SECRET_KEY but no keys was made before signing keys existed: HS256 stays on
-/// for it (the annotation records that once the keys are added).
+/// stored document that does not parse (never overwritten). Whether HS256 stays on by
+/// default is what the Secret's annotation recorded; without one, whether the Secret
+/// was made before signing keys existed (SECRET_KEY but no keys).
 fn signing_keys(
     tenant: &FaceIdTenant,
     existing: Option<&Secret>,
@@ -1274,12 +1274,9 @@ fn signing_keys(
         .map(faceid_keys::KeyDocument::parse)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let marked = existing.is_some_and(|s| {
-        s.annotations()
-            .get(resources::LEGACY_HS256_ANNOTATION)
-            .map(String::as_str)
-            == Some("true")
-    });
+    let recorded = existing
+        .and_then(|s| s.annotations().get(resources::LEGACY_HS256_ANNOTATION))
+        .and_then(|v| v.parse::<bool>().ok());
     let predates_keys =
         existing.is_some_and(|s| secret_value(s, keys::SECRET_KEY).is_some()) && document.is_none();
     let plan = signing_keys::plan(
@@ -1290,7 +1287,7 @@ fn signing_keys(
     );
     Ok(SigningKeys {
         plan,
-        legacy_hs256_default: marked || predates_keys,
+        legacy_hs256_default: recorded.unwrap_or(predates_keys),
     })
 }
 

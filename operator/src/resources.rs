@@ -54,9 +54,11 @@ pub mod keys {
     pub const SIGNING_KEYS: &str = faceid_keys::ENV;
 }
 
-/// Annotation on the credentials Secret of a tenant made before signing keys existed:
-/// `"true"` keeps HS256 on while `spec.tokens.legacyHs256` is unset, so the upgrade
-/// changes nothing for its clients.
+/// Annotation on the credentials Secret recording whether HS256 stays on while
+/// `spec.tokens.legacyHs256` is unset: `"true"` for a tenant made before signing keys
+/// existed (so the upgrade changes nothing for its clients), `"false"` for one made
+/// after. Decided once, when the operator first writes the signing keys, and kept even
+/// when `SIGNING_KEYS` is deleted to force new keys.
 pub const LEGACY_HS256_ANNOTATION: &str = "faceid.dev/legacy-hs256-default";
 
 /// Name of the tenant's Deployment, Service, autoscaler and disruption budget.
@@ -216,12 +218,10 @@ pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
         ),
     ]);
     let mut metadata = meta(tenant, secret_name(tenant));
-    if s.legacy_hs256_default {
-        metadata.annotations = Some(BTreeMap::from([(
-            LEGACY_HS256_ANNOTATION.to_owned(),
-            "true".to_owned(),
-        )]));
-    }
+    metadata.annotations = Some(BTreeMap::from([(
+        LEGACY_HS256_ANNOTATION.to_owned(),
+        s.legacy_hs256_default.to_string(),
+    )]));
     Secret {
         metadata,
         type_: Some("Opaque".to_owned()),
@@ -693,7 +693,10 @@ mod tests {
         // The signing keys are in the Secret; a new tenant gets no HS256.
         let data = d.secret.data.as_ref().unwrap();
         assert_eq!(data["SIGNING_KEYS"].0, br#"{"keys":[{"kid":"k1"}]}"#);
-        assert!(d.secret.metadata.annotations.is_none());
+        assert_eq!(
+            d.secret.metadata.annotations.as_ref().unwrap()[LEGACY_HS256_ANNOTATION],
+            "false"
+        );
         assert_eq!(
             d.config_map.data.as_ref().unwrap()["LEGACY_HS256_TOKENS"],
             "false"

@@ -1920,7 +1920,10 @@ async fn a_new_tenant_gets_signing_keys_and_no_hs256() {
     assert!(!config_of(&seen).to_string().contains("PRIVATE"));
     assert_eq!(config_of(&seen)["LEGACY_HS256_TOKENS"], "false");
     let secret = body_of(&seen, "PATCH", &path("Secret", "acme-credentials"));
-    assert!(secret["metadata"]["annotations"].is_null());
+    assert_eq!(
+        secret["metadata"]["annotations"]["faceid.dev/legacy-hs256-default"],
+        "false"
+    );
     let status = status_of(&seen);
     assert_eq!(status.legacy_hs256, Some(false));
     let states: Vec<(&str, &str)> = status
@@ -1988,6 +1991,35 @@ async fn a_tenant_from_before_signing_keys_keeps_hs256_across_the_upgrade() {
         .await;
     assert_eq!(config_of(&off)["LEGACY_HS256_TOKENS"], "false");
     assert_eq!(status_of(&off).legacy_hs256, Some(false));
+}
+
+#[tokio::test]
+async fn deleting_the_keys_gives_new_ones_and_leaves_hs256_as_it_was() {
+    let h = Harness::new();
+    let mut t = minimal();
+    t.status = Some(FaceIdTenantStatus::default());
+    // A new tenant's Secret without its keys (deleted by hand to replace them).
+    let mut stored = credentials_with(
+        &stored_keys(),
+        Some(("faceid.dev/legacy-hs256-default", "false")),
+    );
+    stored.data.as_mut().unwrap().remove("SIGNING_KEYS");
+    let (result, seen) = h
+        .run(t, full_pass(Some(stored), ready_deployment_status(2), true))
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let keys = applied_keys(&seen);
+    assert_eq!(keys.keys.len(), 2);
+    assert!(
+        keys.keys
+            .iter()
+            .all(|k| stored_keys().keys.iter().all(|s| s.kid != k.kid))
+    );
+    assert_eq!(config_of(&seen)["LEGACY_HS256_TOKENS"], "false");
+    assert_eq!(
+        h.events.reasons(),
+        ["SigningKeyCreated", "SigningKeyCreated", "TenantReady"]
+    );
 }
 
 #[tokio::test]
