@@ -1612,13 +1612,14 @@ fn retained_secret(for_tenant: &str) -> Secret {
             ("ADMIN_API_KEY", &"a".repeat(48)),
             ("TEMPLATE_KEY", &"t".repeat(64)),
             ("DATABASE_PASSWORD", &"p".repeat(32)),
+            ("SIGNING_KEYS", &stored_keys().to_json()),
         ],
         false,
     );
-    s.metadata.annotations = Some(BTreeMap::from([(
-        "faceid.dev/retained-for".into(),
-        for_tenant.into(),
-    )]));
+    s.metadata.annotations = Some(BTreeMap::from([
+        ("faceid.dev/retained-for".into(), for_tenant.into()),
+        ("faceid.dev/legacy-hs256-default".into(), "false".into()),
+    ]));
     s.metadata.resource_version = Some("42".into());
     s
 }
@@ -1670,6 +1671,11 @@ async fn a_recreated_tenant_adopts_its_retained_secret_and_reuses_every_value() 
         assert_eq!(data_of(applied, key), value, "{key}");
     }
     assert!(data_of(applied, "DATABASE_URL").contains(&"p".repeat(32)));
+    // The signing keys too: tokens signed before the deletion still verify.
+    assert_eq!(
+        KeyDocument::parse(&data_of(applied, "SIGNING_KEYS")).unwrap(),
+        stored_keys()
+    );
     let reasons = h.events.reasons();
     assert!(
         reasons.contains(&"CredentialsAdopted".to_owned()),
@@ -1677,6 +1683,10 @@ async fn a_recreated_tenant_adopts_its_retained_secret_and_reuses_every_value() 
     );
     assert!(
         !reasons.contains(&"CredentialsGenerated".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.starts_with("SigningKey")),
         "{reasons:?}"
     );
     assert_eq!(
