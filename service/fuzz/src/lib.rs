@@ -25,7 +25,7 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart};
 use axum::http::{Request, StatusCode, header};
 use axum::routing::post;
-use faceid_service::domain::tokens::{TokenError, TokenService};
+use faceid_service::domain::tokens::{AccessAlgorithm, KeySet, TokenError, TokenService};
 use faceid_service::face::decode::{ImageLimits, MIN_IMAGE_SIDE, decode as decode_image};
 use faceid_service::http::extract::{Form, validate_email, validate_password, validate_username};
 use sha2::{Digest, Sha256};
@@ -237,21 +237,78 @@ fn token_service() -> TokenService {
     TokenService::new(TOKEN_TENANT, TOKEN_KEY, Duration::from_secs(1800))
 }
 
-/// Token verification. Byte 0 picks the mode: 0 the rest is the token text; 1 and 2 the
-/// rest is `header JSON \0 payload JSON`, signed with the tenant's key (1) or another (2).
+/// The placeholder the asymmetric seeds' headers carry where the key id goes.
+pub const KID_PLACEHOLDER: &str = "KID";
+
+/// A tenant with asymmetric tokens only (HS256 off), its key generated in this process
+/// (the fuzzer cannot know it): its EdDSA key id and public key bytes.
+struct Asymmetric {
+    service: TokenService,
+    kid: String,
+    public: Vec<u8>,
+}
+
+fn asymmetric() -> &'static Asymmetric {
+    static ASYMMETRIC: std::sync::OnceLock<Asymmetric> = std::sync::OnceLock::new();
+    ASYMMETRIC.get_or_init(|| {
+        let now = chrono::Utc::now();
+        let keys = KeySet::ephemeral(now);
+        let jwk = keys
+            .jwks(now)
+            .into_iter()
+            .find(|k| k.alg == "EdDSA")
+            .expect("an EdDSA key");
+        let service = TokenService::with_keys(
+            TOKEN_TENANT,
+            keys,
+            None,
+            AccessAlgorithm::EdDsa,
+            Duration::from_secs(1800),
+            now,
+        )
+        .expect("asymmetric token service");
+        Asymmetric {
+            service,
+            public: b64url_decode(&jwk.x).expect("JWK x"),
+            kid: jwk.kid,
+        }
+    })
+}
+
+/// Token verification. Byte 0 picks the mode: 0 the rest is the token text; 1, 2 and 3
+/// the rest is `header JSON \0 payload JSON`, HS256-signed with the tenant's key (1),
+/// another (2), or the asymmetric tenant's Ed25519 public key bytes with `KID` in the
+/// header replaced by that key's id (3: the algorithm-confusion forgery).
+///
+/// Oracles: no input panics; the HS256 tenant accepts only genuine tokens signed with
+/// its key; the asymmetric tenant accepts nothing (no input is signed with its private
+/// key).
 pub fn token(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let svc = token_service();
-    let token = match mode % 3 {
+    let asym = asymmetric();
+    let token = match mode % 4 {
         0 => String::from_utf8_lossy(rest).into_owned(),
         m => {
             let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
             let (h, p) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
-            sign_jwt(h, p, if m == 1 { TOKEN_KEY } else { WRONG_KEY })
+            match m {
+                1 => sign_jwt(h, p, TOKEN_KEY),
+                2 => sign_jwt(h, p, WRONG_KEY),
+                _ => {
+                    let header = String::from_utf8_lossy(h).replace(KID_PLACEHOLDER, &asym.kid);
+                    sign_jwt(header.as_bytes(), p, &asym.public)
+                }
+            }
         }
     };
+    let forged = asym.service.verify_access(&token);
+    assert!(
+        matches!(forged, Err(TokenError::Invalid | TokenError::Expired)),
+        "the asymmetric tenant accepted a token it never signed: {token:?}"
+    );
     let result = svc.verify_access(&token);
     let Ok(claims) = result else {
         assert!(matches!(
@@ -336,6 +393,16 @@ pub fn token_seeds() -> Vec<Vec<u8>> {
         for mode in [1u8, 2] {
             seeds.push([&[mode], header.as_bytes(), &[0], payload.as_bytes()].concat());
         }
+    }
+    // Against the asymmetric tenant: HS256 (and others) under its key id, signed with its
+    // public key bytes.
+    let payload = format!(
+        r#"{{"iss":"faceid/acme","aud":"acme","sub":"{sub}","exp":{},"iat":{now},"nbf":{now},"jti":"{jti}","typ":"access"}}"#,
+        now + 600
+    );
+    for alg in ["HS256", "EdDSA", "ES256", "none"] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{KID_PLACEHOLDER}"}}"#);
+        seeds.push([&[3u8], header.as_bytes(), &[0], payload.as_bytes()].concat());
     }
     seeds
 }
