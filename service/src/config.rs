@@ -62,9 +62,9 @@ pub struct ServeArgs {
 
     /// The token signing keys: a JSON document `{"keys": [{"kid", "alg" (EdDSA or
     /// ES256), "private_key" (PKCS#8 PEM), "created", "not_before"?, "expires"?}]}`
-    /// (README, "Tokens"); the operator writes and rotates it. Unset: one Ed25519 key is
-    /// generated at start-up, which no other replica shares and a restart forgets (every
-    /// access token it signed stops working).
+    /// (README, "Tokens"); the operator writes and rotates it. Unset: an Ed25519 and a
+    /// P-256 key are generated at start-up, which no other replica shares and a restart
+    /// forgets (every access token they signed stops working).
     // Parsed at start-up (`token_service`), not by clap, whose errors print the value.
     #[arg(long, env = "SIGNING_KEYS", hide_env_values = true)]
     pub signing_keys: Option<String>,
