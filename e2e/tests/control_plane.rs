@@ -1334,3 +1334,190 @@ async fn monitoring_objects_follow_the_spec_and_the_cluster() {
     let t = wait_ready(&api, "watched").await;
     assert!(condition(&t, "Monitoring").is_none(), "{}", describe(&t));
 }
+
+/// `spec.oidc`: each confidential client gets a Secret with what its app mounts; the
+/// service gets the issuer and the clients with only the secret's hash, and serves them
+/// (started with the pod's environment: discovery names the issuer, the client's login
+/// page opens); a spec change keeps the secret; a client removed loses its Secret; a bad
+/// redirect URI is refused at admission, naming the field.
+#[tokio::test]
+async fn oidc_clients_get_their_secrets_and_the_service_its_settings() {
+    use sha2::{Digest, Sha256};
+    let client = admin().await;
+    let ns = "e2e-oidc";
+    namespace_with_database(&client, ns).await;
+    let api: Api<FaceIdTenant> = Api::namespaced(client.clone(), ns);
+    let clients = |shop: bool| {
+        let mut list = vec![json!({"clientId": "mobile", "type": "public",
+            "redirectUris": ["com.acme.shop:/cb"], "idTokenSignedResponseAlg": "ES256"})];
+        if shop {
+            list.push(json!({"clientId": "shop",
+                "redirectUris": ["https://shop.acme.example/callback"],
+                "postLogoutRedirectUris": ["https://shop.acme.example/"]}));
+        }
+        json!({"oidc": {"issuerUrl": "https://login.acme.example", "clients": list}})
+    };
+    api.create(
+        &PostParams::default(),
+        &tenant("oidc", "e2e_oidc", clients(true)),
+    )
+    .await
+    .unwrap();
+    let t = wait_ready(&api, "oidc").await;
+    let status = t.status.clone().unwrap();
+    assert_eq!(status.oidc_client_secrets, ["faceid-oidc-oidc-shop"]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let read =
+        |s: &Secret, k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    let shop = secrets.get("faceid-oidc-oidc-shop").await.unwrap();
+    let secret = read(&shop, "client_secret");
+    assert!(secret.len() >= 32);
+    assert_eq!(read(&shop, "issuer"), "https://login.acme.example");
+    assert_eq!(read(&shop, "client_id"), "shop");
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("oidc-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(config["ISSUER_URL"], "https://login.acme.example");
+    assert!(!config["OIDC_CLIENTS"].contains(&secret));
+    let rendered: Value = serde_json::from_str(&config["OIDC_CLIENTS"]).unwrap();
+    let hash: String = Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let by_id = |id: &str| {
+        rendered
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("shop")["secret_sha256"], hash);
+    assert!(by_id("mobile").get("secret_sha256").is_none());
+    assert_eq!(by_id("mobile")["id_token_signed_response_alg"], "ES256");
+
+    // The service accepts what was rendered.
+    let service = serve_like_the_pod(&client, ns, "oidc").await;
+    let discovery: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", service.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(discovery["issuer"], "https://login.acme.example");
+    let page = reqwest::get(format!(
+        "{}/authorize?client_id=shop&redirect_uri=https%3A%2F%2Fshop.acme.example%2Fcallback&response_type=code&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        service.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(page.status().as_u16(), 200, "{}", service.log_tail());
+    drop(service);
+
+    // Removing the confidential client deletes its Secret; the public one never had one.
+    api.patch(
+        "oidc",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": clients(false)})),
+    )
+    .await
+    .unwrap();
+    eventually("client Secret deleted", Duration::from_secs(60), || async {
+        Ok(match secrets.get_opt("faceid-oidc-oidc-shop").await? {
+            None => Poll::Done(()),
+            Some(_) => Poll::Pending("still there".to_owned()),
+        })
+    })
+    .await
+    .unwrap();
+    // Declared again: a new secret (the old one is gone with its Secret), kept across a
+    // later spec change.
+    api.patch(
+        "oidc",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": clients(true)})),
+    )
+    .await
+    .unwrap();
+    let again = eventually(
+        "client Secret recreated",
+        Duration::from_secs(60),
+        || async {
+            Ok(match secrets.get_opt("faceid-oidc-oidc-shop").await? {
+                Some(s) => Poll::Done(read(&s, "client_secret")),
+                None => Poll::Pending("absent".to_owned()),
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(again, secret);
+    api.patch(
+        "oidc",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rateLimits": {"login": "20/minute"}}})),
+    )
+    .await
+    .unwrap();
+    let generation = api.get("oidc").await.unwrap().metadata.generation;
+    eventually("spec change observed", Duration::from_secs(60), || async {
+        let t = api.get("oidc").await?;
+        Ok(
+            match t.status.as_ref().and_then(|s| s.observed_generation) {
+                g if g == generation => Poll::Done(()),
+                g => Poll::Pending(format!("observed {g:?}")),
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let kept = secrets.get("faceid-oidc-oidc-shop").await.unwrap();
+    assert_eq!(read(&kept, "client_secret"), again);
+
+    // Bad redirect URIs and a missing issuer are refused at admission.
+    let refused = |r: Result<FaceIdTenant, kube::Error>, what: &str, field: &str| match r {
+        Err(kube::Error::Api(e)) if e.code == 422 => {
+            assert!(e.message.contains(field), "{what}: {}", e.message)
+        }
+        other => panic!("{what}: admitted: {other:?}"),
+    };
+    for uri in [
+        "http://shop.acme.example/cb",
+        "https://shop.acme.example/cb#x",
+        "https://user@shop.acme.example/cb",
+        "javascript:alert(1)",
+    ] {
+        refused(
+            api.create(
+                &PostParams::default(),
+                &tenant(
+                    "oidc-bad",
+                    "e2e_oidc_bad",
+                    json!({"oidc": {"issuerUrl": "https://login.acme.example",
+                        "clients": [{"clientId": "x", "redirectUris": [uri]}]}}),
+                ),
+            )
+            .await,
+            uri,
+            "redirectUris",
+        );
+    }
+    refused(
+        api.create(
+            &PostParams::default(),
+            &tenant(
+                "oidc-bad",
+                "e2e_oidc_bad",
+                json!({"oidc": {"clients": [{"clientId": "x", "redirectUris": ["https://a.example/cb"]}]}}),
+            ),
+        )
+        .await,
+        "clients without an issuer",
+        "spec.oidc.issuerUrl",
+    );
+}

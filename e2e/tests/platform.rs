@@ -198,6 +198,7 @@ async fn two_tenants_on_one_platform() {
             .document
             .to_json(),
             legacy_hs256_default: false,
+            oidc_client_secrets: Default::default(),
         };
         let mut env: BTreeMap<String, String> = render_env(t, &secrets);
         // What the container image provides beside the rendered environment.

@@ -43,6 +43,9 @@ pub struct TenantSecrets {
     /// tenant whose credentials were made before signing keys existed (not a secret, but
     /// read from the credentials Secret with them).
     pub legacy_hs256_default: bool,
+    /// The secret of each confidential OpenID client, by client id (kept in the
+    /// client's own Secret; the service gets their SHA-256 only).
+    pub oidc_client_secrets: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TenantSecrets {
@@ -176,10 +179,28 @@ pub fn render_config(
     env
 }
 
-/// The complete environment of one service process of the tenant: [`render_config`]
-/// plus the secret values.
+/// The OpenID Provider's settings (`ISSUER_URL`, `OIDC_CLIENTS`): not secret, since a
+/// client secret appears only as its SHA-256. Empty when the spec declares no issuer.
+pub fn oidc_env(tenant: &FaceIdTenant, secrets: &TenantSecrets) -> BTreeMap<String, String> {
+    let oidc = &tenant.spec.oidc;
+    let mut env = BTreeMap::new();
+    if let Some(issuer) = &oidc.issuer_url {
+        env.insert("ISSUER_URL".to_owned(), issuer.clone());
+    }
+    if !oidc.clients.is_empty() {
+        env.insert(
+            "OIDC_CLIENTS".to_owned(),
+            crate::oidc::render_clients(&oidc.clients, &secrets.oidc_client_secrets),
+        );
+    }
+    env
+}
+
+/// The complete environment of one service process of the tenant: [`render_config`],
+/// [`oidc_env`] and the secret values.
 pub fn render_env(tenant: &FaceIdTenant, secrets: &TenantSecrets) -> BTreeMap<String, String> {
     let mut env = render_config(tenant, secrets.legacy_hs256_default);
+    env.extend(oidc_env(tenant, secrets));
     env.insert("DATABASE_URL".to_owned(), secrets.database_url.clone());
     env.insert("SIGNING_KEYS".to_owned(), secrets.signing_keys.clone());
     env.insert("SECRET_KEY".to_owned(), secrets.secret_key.clone());
@@ -211,6 +232,7 @@ mod tests {
                 },
                 recognition: Default::default(),
                 login: Default::default(),
+                oidc: Default::default(),
                 liveness: Default::default(),
                 rate_limits: Default::default(),
                 security: Default::default(),
@@ -308,6 +330,7 @@ mod tests {
             redis_url: Some("redis://r:6379/0".into()),
             signing_keys: r#"{"keys":[]}"#.into(),
             legacy_hs256_default: false,
+            oidc_client_secrets: Default::default(),
         };
         let env = render_env(&t, &secrets);
         let config = render_config(&t, false);
@@ -357,6 +380,7 @@ mod tests {
             redis_url: None,
             signing_keys: "-----BEGIN PRIVATE KEY-----".into(),
             legacy_hs256_default: false,
+            oidc_client_secrets: Default::default(),
         };
         let shown = format!("{s:?}");
         assert!(

@@ -912,6 +912,7 @@ async fn steps(
     let database = step!(database_step(tenant, ctx, &found, status).await?);
     let desired = resources::build(tenant, &inputs(tenant, ctx, found, database.url));
     let deployment = step!(workload_step(tenant, ctx, &desired).await?);
+    step!(oidc_secrets_step(tenant, ctx, &desired.oidc_client_secrets, status).await?);
     monitoring_step(tenant, ctx, desired.monitoring.as_ref(), status).await?;
     Ok(Step::Continue(Done {
         deployment,
@@ -972,6 +973,8 @@ struct Found {
     admin_url: String,
     redis_url: Option<String>,
     credentials: Credentials,
+    /// The secret of each confidential OpenID client, by client id.
+    oidc_client_secrets: std::collections::BTreeMap<String, String>,
 }
 
 /// Step 2: the referenced Secrets and the tenant's own credentials Secret.
@@ -984,6 +987,7 @@ async fn secrets_step(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let (admin_url, redis_url) = step!(read_references(tenant, &secrets).await?);
     let credentials = step!(own_credentials(tenant, ctx, &secrets).await?);
+    let oidc_client_secrets = step!(oidc_client_secrets(tenant, &secrets).await?);
     ctx.remember_admin_url(&tenant_key(tenant), &admin_url);
     status.signing_keys = credentials.key_status.clone();
     status.legacy_hs256 = Some(crate::config::legacy_hs256(
@@ -1007,7 +1011,46 @@ async fn secrets_step(
         admin_url,
         redis_url,
         credentials,
+        oidc_client_secrets,
     }))
+}
+
+/// The secret of each confidential OpenID client: the one its Secret holds, a new one
+/// for a client without a Secret (written by the workload step). A Secret of that name
+/// the tenant does not control is never touched: the tenant waits, saying so.
+async fn oidc_client_secrets(
+    tenant: &FaceIdTenant,
+    secrets: &Api<Secret>,
+) -> Result<Step<std::collections::BTreeMap<String, String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for client in tenant
+        .spec
+        .oidc
+        .clients
+        .iter()
+        .filter(|c| c.is_confidential())
+    {
+        let name = crate::oidc::secret_name(tenant, &client.client_id);
+        let existing = secrets.get_opt(&name).await?;
+        if let Some(secret) = &existing
+            && !is_controlled_by(secret.owner_references(), tenant)
+        {
+            return Ok(secret_blocked(
+                reasons::SECRET_NOT_OWNED,
+                format!(
+                    "Secret {name:?} for OpenID client {:?} exists and is not owned by this FaceIdTenant; the operator never overwrites it: rename or delete it",
+                    client.client_id
+                ),
+                REFUSED_RETRY,
+            ));
+        }
+        let value = existing
+            .as_ref()
+            .and_then(crate::oidc::stored_secret)
+            .unwrap_or_else(|| generate_secret(48));
+        out.insert(client.client_id.clone(), value);
+    }
+    Ok(Step::Continue(out))
 }
 
 fn secret_blocked<T>(reason: &'static str, message: String, retry: Duration) -> Step<T> {
@@ -1374,6 +1417,7 @@ fn inputs(tenant: &FaceIdTenant, ctx: &Context, found: Found, database_url: Stri
             redis_url: found.redis_url,
             signing_keys: c.signing_keys,
             legacy_hs256_default: c.legacy_hs256_default,
+            oidc_client_secrets: found.oidc_client_secrets,
         },
         database_password: c.database_password,
     }
@@ -1625,6 +1669,46 @@ async fn workload_step(
     let policies = Api::<NetworkPolicy>::namespaced(client(), &ns);
     step!(apply_or_remove(ctx, &policies, tenant, desired.network_policy.as_ref()).await?);
     Ok(Step::Continue(deployment))
+}
+
+/// Applies the Secret of every confidential OpenID client, and deletes the tenant's own
+/// ones that the last status listed for clients no longer declared as confidential (by
+/// name: the operator may get, patch and delete Secrets, never list them).
+async fn oidc_secrets_step(
+    tenant: &FaceIdTenant,
+    ctx: &Context,
+    desired: &[Secret],
+    status: &mut FaceIdTenantStatus,
+) -> Result<Step<()>> {
+    let ns = tenant.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for secret in desired {
+        step!(apply_child(ctx, &secrets, secret).await?);
+    }
+    let names: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
+    let before = tenant
+        .status
+        .as_ref()
+        .map(|s| s.oidc_client_secrets.clone())
+        .unwrap_or_default();
+    for name in before.iter().filter(|n| !names.contains(n)) {
+        let Some(stale) = secrets.get_opt(name).await? else {
+            continue;
+        };
+        if !is_controlled_by(stale.owner_references(), tenant) {
+            continue;
+        }
+        ctx.may_write()?;
+        if let Err(e) = secrets.delete(name, &Default::default()).await {
+            return Ok(Step::Blocked(refused_or_error::<Secret>(name, e)?));
+        }
+        publish(ctx, tenant, false, "OidcClientSecretDeleted", "DeleteClientSecret", format!(
+            "deleted Secret {name}: its OpenID client is no longer declared as confidential in spec.oidc.clients"
+        ))
+        .await;
+    }
+    status.oidc_client_secrets = names;
+    Ok(Step::Continue(()))
 }
 
 /// Whether the API server's answer `code` refuses the object itself (invalid, bad

@@ -67,6 +67,7 @@ pub const MAX_QUANTITY_LEN: usize = 64;
     category = "faceid",
     derive = "PartialEq",
     validation = Rule::new("size(self.metadata.name) <= 51 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label of at most 51 characters (a-z, 0-9 and '-', starting with a letter, not ending with '-'): it names the tenant's Service and its children (<name>-credentials at most 63) and is a label value"),
+    validation = Rule::new("!has(self.spec.oidc) || !has(self.spec.oidc.clients) || size(self.spec.oidc.clients) == 0 || has(self.spec.oidc.issuerUrl)").message("spec.oidc.issuerUrl is required when spec.oidc.clients is set: it is the issuer apps discover and verify"),
     validation = Rule::new("!has(self.spec.tokens) || !has(self.spec.tokens.signingKeys) || !has(self.spec.tokens.signingKeys.overlapMinutes) || self.spec.tokens.signingKeys.overlapMinutes >= (has(self.spec.security) && has(self.spec.security.accessTokenExpireMinutes) ? self.spec.security.accessTokenExpireMinutes : 30)").message("spec.tokens.signingKeys.overlapMinutes must be at least spec.security.accessTokenExpireMinutes: a replaced key must keep verifying until every token it signed has expired"),
     doc = "A FaceID tenant: an isolated PostgreSQL schema with its migrations and HNSW index, generated signing and admin secrets, and a scaled Deployment of the face-authentication service configured for it.",
     printcolumn(
@@ -119,6 +120,10 @@ pub struct FaceIdTenantSpec {
     /// the original API's clients.
     #[serde(default)]
     pub tokens: TokensSpec,
+    /// The tenant as an OpenID Provider: its public address and the apps that sign users
+    /// in through it (docs/INTEGRATION.md).
+    #[serde(default)]
+    pub oidc: OidcSpec,
     /// Redis for rate-limit counters shared by every replica. Unset: each replica limits
     /// on its own (correct for one replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -541,6 +546,83 @@ pub struct TokensSpec {
     pub signing_keys: SigningKeysSpec,
 }
 
+/// OpenID Connect: the issuer and the registered clients (`ISSUER_URL`, `OIDC_CLIENTS`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcSpec {
+    /// The tenant's public HTTPS address as apps reach it (the issuer of its ID tokens,
+    /// e.g. `https://login.acme.example`; plain http only on localhost). Required when
+    /// `clients` is not empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^https://[^/?#@]+(/[^?#]*)?$') || self.matches('^http://(localhost|127[.]0[.]0[.]1|[[]::1[]])(:[0-9]+)?(/[^?#]*)?$')").message("spec.oidc.issuerUrl must be an https URL without query or fragment (plain http only on localhost)")
+    )]
+    pub issuer_url: Option<String>,
+    /// The apps that sign users in (at most 64; a map list keyed by `clientId`, which is
+    /// therefore unique).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["clientId".into()]))]
+    pub clients: Vec<OidcClientSpec>,
+}
+
+/// One app signing users in through the tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcClientSpec {
+    /// `client_id` (1-64 of A-Z, a-z, 0-9, `.`, `_`, `-`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub client_id: String,
+    /// `confidential` (a server-side app: the operator generates its secret into the
+    /// Secret `faceid-oidc-<tenant>-<clientId>` of the tenant's namespace) or `public` (a
+    /// browser or native app: PKCE, no secret).
+    #[serde(rename = "type", default = "default_client_type")]
+    #[schemars(regex(pattern = r"^(confidential|public)$"))]
+    pub client_type: String,
+    /// Where the code may be sent, matched exactly: `https://...`, `http://` on a loopback
+    /// host (development), or a private-use scheme with a dot (`com.example.app:/cb`,
+    /// native apps); no fragment, no user information.
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(
+            length(max = 2048),
+            regex(
+                pattern = r"^(https://[^/?#@]+([/?][^#]*)?|http://(localhost|127[.]0[.]0[.]1|\[::1\])(:[0-9]+)?([/?][^#]*)?|[a-z][a-z0-9+-]*[.][a-z0-9.+-]+:[^#]+)$"
+            )
+        )
+    )]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to, matched exactly (same rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(max = 2048),
+            regex(
+                pattern = r"^(https://[^/?#@]+([/?][^#]*)?|http://(localhost|127[.]0[.]0[.]1|\[::1\])(:[0-9]+)?([/?][^#]*)?|[a-z][a-z0-9+-]*[.][a-z0-9.+-]+:[^#]+)$"
+            )
+        )
+    )]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// What its ID tokens are signed with: `EdDSA` (default) or `ES256` (for client
+    /// libraries without EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(EdDSA|ES256)$"))]
+    pub id_token_signed_response_alg: Option<String>,
+}
+
+fn default_client_type() -> String {
+    "confidential".to_owned()
+}
+
+impl OidcClientSpec {
+    /// Whether the operator generates a secret for it.
+    pub fn is_confidential(&self) -> bool {
+        self.client_type != "public"
+    }
+}
+
 /// The access-token algorithms the service accepts in `ACCESS_TOKEN_ALGORITHM`.
 pub const ACCESS_TOKEN_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "HS256"];
 
@@ -776,6 +858,10 @@ pub struct FaceIdTenantStatus {
     /// which is published ahead, which verifies until when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signing_keys: Vec<SigningKeyStatus>,
+    /// The Secrets of the confidential OpenID clients (`issuer`, `client_id`,
+    /// `client_secret`), for apps to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_client_secrets: Vec<String>,
     /// Whether the service accepts HS256 access tokens (`spec.tokens.legacyHs256`, or
     /// the default for the tenant's age).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod login;
 pub mod metrics;
 pub mod monitoring;
+pub mod oidc;
 pub mod resources;
 pub mod signing_keys;
 

@@ -150,6 +150,9 @@ pub struct Desired {
     pub network_policy: Option<NetworkPolicy>,
     /// ServiceMonitor and PrometheusRule, only when `spec.monitoring.enabled`.
     pub monitoring: Option<crate::monitoring::Monitoring>,
+    /// One Secret per confidential OpenID client (`issuer`, `client_id`,
+    /// `client_secret`), for the app to mount.
+    pub oidc_client_secrets: Vec<Secret>,
 }
 
 fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
@@ -185,7 +188,24 @@ pub fn build(tenant: &FaceIdTenant, inputs: &Inputs) -> Desired {
         disruption_budget: disruption_budget(tenant),
         network_policy: network_policy(tenant),
         monitoring: crate::monitoring::build(tenant),
+        oidc_client_secrets: oidc_client_secrets(tenant, inputs),
     }
+}
+
+/// The Secret of every confidential OpenID client that has a secret in `inputs`.
+fn oidc_client_secrets(tenant: &FaceIdTenant, inputs: &Inputs) -> Vec<Secret> {
+    let issuer = tenant.spec.oidc.issuer_url.clone().unwrap_or_default();
+    tenant
+        .spec
+        .oidc
+        .clients
+        .iter()
+        .filter(|c| c.is_confidential())
+        .filter_map(|c| {
+            let secret = inputs.secrets.oidc_client_secrets.get(&c.client_id)?;
+            Some(crate::oidc::client_secret(tenant, c, secret, &issuer))
+        })
+        .collect()
 }
 
 /// The operator-owned credentials Secret.
@@ -234,7 +254,11 @@ pub fn secret(tenant: &FaceIdTenant, inputs: &Inputs) -> Secret {
 pub fn config_map(tenant: &FaceIdTenant, inputs: &Inputs) -> ConfigMap {
     ConfigMap {
         metadata: meta(tenant, config_map_name(tenant)),
-        data: Some(render_config(tenant, inputs.secrets.legacy_hs256_default)),
+        data: Some({
+            let mut data = render_config(tenant, inputs.secrets.legacy_hs256_default);
+            data.extend(crate::config::oidc_env(tenant, &inputs.secrets));
+            data
+        }),
         ..ConfigMap::default()
     }
 }
@@ -597,6 +621,7 @@ mod tests {
                 redis_url: redis.map(str::to_owned),
                 signing_keys: r#"{"keys":[{"kid":"k1"}]}"#.into(),
                 legacy_hs256_default: false,
+                oidc_client_secrets: Default::default(),
             },
             database_password: "pw".into(),
         }
