@@ -85,6 +85,9 @@ async function signIn(t, label, tweak = {}) {
     return answer;
   }
   await page.waitForFunction(() => !document.getElementById('go').disabled, null, { timeout: 20000 });
+  if (tweak.screenshot && config.artifacts) {
+    await page.screenshot({ path: path.join(config.artifacts, tweak.screenshot) });
+  }
   if (tweak.keyboard) {
     await page.focus('#go');
     await page.keyboard.press('Enter');
@@ -100,7 +103,7 @@ async function signIn(t, label, tweak = {}) {
 async function flow(t, label, other) {
   // One sign-in, exchanged with every check the library makes (state, iss, PKCE, ID
   // token signature against the JWKS, iss, aud, nonce, exp).
-  const s = await signIn(t, label);
+  const s = await signIn(t, label, { screenshot: label === 'tenant A' ? 'oidc-login-desktop.png' : undefined });
   check(`${label}: redirected back with code, state and iss`, s.callback.searchParams.get('code') && s.callback.searchParams.get('iss') === t.issuer, s.callback);
   const tokens = await client.authorizationCodeGrant(s.rp, s.callback, {
     pkceCodeVerifier: s.verifier, expectedState: s.state, expectedNonce: s.nonce, idTokenExpected: true,
@@ -127,7 +130,7 @@ async function flow(t, label, other) {
   }), 'invalid_grant');
   check(`${label}: a replayed code revokes what it bought`, (await client.tokenIntrospection(s.rp, tokens.access_token)).active === false, 'still active');
 
-  const s2 = await signIn(t, `${label} (2nd)`, { keyboard: true, phone: true });
+  const s2 = await signIn(t, `${label} (2nd)`, { keyboard: true, phone: true, screenshot: label === 'tenant A' ? 'oidc-login-phone.png' : undefined });
   check(`${label}: signed in by keyboard on a phone viewport`, !!s2.callback.searchParams.get('code'), s2.callback);
   await refused(`${label}: wrong state refused by the client`, client.authorizationCodeGrant(s2.rp, s2.callback, {
     pkceCodeVerifier: s2.verifier, expectedState: 'not-the-state', expectedNonce: s2.nonce,
@@ -189,6 +192,11 @@ try {
   const jwksA = jose.createRemoteJWKSet(new URL(`${a.issuer}/.well-known/jwks.json`));
   await refused("tenant A's access token refused by tenant B's JWKS", jose.jwtVerify(fromA.access, jwksB));
   await refused("tenant B's ID token refused by tenant A's JWKS", jose.jwtVerify(fromB.id, jwksA));
+  // An app validating with the wrong issuer or audience refuses a genuine ID token.
+  await refused("an ID token checked against another issuer is refused", jose.jwtVerify(fromA.id, jwksA, { issuer: b.issuer }));
+  await refused("an ID token checked for another audience is refused", jose.jwtVerify(fromA.id, jwksA, { issuer: a.issuer, audience: 'another-app' }));
+  const genuine = await jose.jwtVerify(fromA.id, jwksA, { issuer: a.issuer, audience: a.client_id, clockTolerance: 5 });
+  check('the same ID token verifies for its own issuer and audience', genuine.payload.sub === fromA.sub, JSON.stringify(genuine.payload));
   const kidsA = (await (await fetch(`${a.issuer}/.well-known/jwks.json`)).json()).keys.map((k) => k.kid);
   const kidsB = (await (await fetch(`${b.issuer}/.well-known/jwks.json`)).json()).keys.map((k) => k.kid);
   check('the two tenants publish different keys', kidsA.every((k) => !kidsB.includes(k)), `${kidsA} / ${kidsB}`);

@@ -104,8 +104,12 @@ async fn a_certified_client_signs_in_to_two_tenants_by_face() {
             "username": t.username,
         })
     };
+    for shot in ["oidc-login-desktop.png", "oidc-login-phone.png"] {
+        let _ = std::fs::remove_file(artifacts.join(shot));
+    }
     let config = serde_json::json!({
         "video": video.display().to_string(),
+        "artifacts": artifacts.display().to_string(),
         "tenants": [tenant_json(&a, "a", "EdDSA"), tenant_json(&b, "b", "ES256")],
     });
     let config_path = artifacts.join("oidc-rp.json");
@@ -174,8 +178,23 @@ async fn a_certified_client_signs_in_to_two_tenants_by_face() {
         "tenant A's access token refused by tenant B's JWKS",
         "tenant B's ID token refused by tenant A's JWKS",
         "the two tenants publish different keys",
+        "an ID token checked against another issuer is refused",
+        "an ID token checked for another audience is refused",
+        "the same ID token verifies for its own issuer and audience",
     ] {
         assert!(checks.contains(&name), "not checked: {name}\n{stdout}");
+    }
+    // The login page as a user sees it, kept for the docs (`UPDATE_SCREENSHOTS=1`).
+    let update = std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1");
+    for shot in ["oidc-login-desktop.png", "oidc-login-phone.png"] {
+        let file = artifacts.join(shot);
+        assert!(
+            std::fs::metadata(&file).map_or(0, |m| m.len()) > 10_000,
+            "screenshot {shot} missing"
+        );
+        if update {
+            std::fs::copy(&file, repo_root().join("docs/screenshots").join(shot)).unwrap();
+        }
     }
     let _ = std::fs::remove_file(&video);
 }

@@ -638,3 +638,105 @@ async fn introspection_revocation_and_logout_take_effect_at_once() {
     .await;
     oauth_error(&r, 400, "invalid_grant");
 }
+
+#[tokio::test]
+async fn deactivation_ends_access_at_once_and_expired_tokens_are_refused() {
+    let t = tenant().await;
+    user(&t).await;
+    let code = code_for(&t, "shop", SHOP).await;
+    let r = exchange(&t, &code, VERIFIER).await;
+    r.expect(200);
+    let access = r.json["access_token"].as_str().unwrap().to_owned();
+    let refresh = r.json["refresh_token"].as_str().unwrap().to_owned();
+    let (_, id) = claims(r.json["id_token"].as_str().unwrap());
+    let sub = id["sub"].as_str().unwrap().to_owned();
+    t.admin_post(&format!("/api/v1/admin/users/{sub}/deactivate"))
+        .await
+        .expect(200);
+    for token in [&access, &refresh] {
+        let r = post_form(
+            &t,
+            "/introspect",
+            &[("token", token)],
+            Some(("shop", SECRET)),
+        )
+        .await;
+        r.expect(200);
+        assert_eq!(r.json["active"], false, "{}", r.text);
+    }
+    oauth_error(
+        &t.get("/userinfo", Some(&access)).await,
+        401,
+        "invalid_token",
+    );
+    let r = post_form(
+        &t,
+        "/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        Some(("shop", SECRET)),
+    )
+    .await;
+    oauth_error(&r, 400, "invalid_grant");
+
+    // A token of this provider's own keys, for an active user, that expired: refused.
+    t.admin_post(&format!("/api/v1/admin/users/{sub}/activate"))
+        .await
+        .expect(200);
+    let user: uuid::Uuid = sub.parse().unwrap();
+    let generation = t
+        .scalar_i64(&format!(
+            "SELECT token_generation::bigint FROM users WHERE id = '{sub}'"
+        ))
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = faceid_service::domain::tokens::AccessClaims {
+        iss: "https://login.acme.example".into(),
+        aud: t.state.tokens().audience().to_owned(),
+        sub: user,
+        exp: now - 3600,
+        iat: now - 7200,
+        nbf: now - 7200,
+        jti: uuid::Uuid::new_v4(),
+        typ: "access".into(),
+        r#gen: i32::try_from(generation).unwrap(),
+        client_id: Some("shop".into()),
+        scope: Some("openid".into()),
+    };
+    let expired = t
+        .state
+        .tokens()
+        .keys()
+        .sign(
+            faceid_keys::Alg::EdDsa,
+            Some("at+jwt"),
+            &claims,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    oauth_error(
+        &t.get("/userinfo", Some(&expired)).await,
+        401,
+        "invalid_token",
+    );
+    let r = post_form(
+        &t,
+        "/introspect",
+        &[("token", &expired)],
+        Some(("shop", SECRET)),
+    )
+    .await;
+    assert_eq!(r.json["active"], false);
+    // The same token issued now works: the refusal above was the expiry.
+    let fresh = t
+        .state
+        .tokens()
+        .issue_client_access(
+            user,
+            i32::try_from(generation).unwrap(),
+            "shop",
+            "openid",
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    t.get("/userinfo", Some(&fresh)).await.expect(200);
+}
