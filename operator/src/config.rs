@@ -187,6 +187,9 @@ pub fn oidc_env(tenant: &FaceIdTenant, secrets: &TenantSecrets) -> BTreeMap<Stri
     if let Some(issuer) = &oidc.issuer_url {
         env.insert("ISSUER_URL".to_owned(), issuer.clone());
     }
+    if oidc.password_login {
+        env.insert("OIDC_PASSWORD_LOGIN".to_owned(), "true".to_owned());
+    }
     if !oidc.clients.is_empty() {
         env.insert(
             "OIDC_CLIENTS".to_owned(),

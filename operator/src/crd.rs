@@ -565,6 +565,10 @@ pub struct OidcSpec {
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["clientId".into()]))]
     pub clients: Vec<OidcClientSpec>,
+    /// Offer username + password on the login page beside the face
+    /// (`OIDC_PASSWORD_LOGIN`; the ID token then says `amr: ["pwd"]`). Off: face only.
+    #[serde(default)]
+    pub password_login: bool,
 }
 
 /// One app signing users in through the tenant.

@@ -103,6 +103,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OIDC_CLIENTS", default_value = "", value_parser = parse_oidc_clients)]
     pub oidc_clients: crate::domain::oidc::ClientRegistry,
 
+    /// Offer username + password on the OpenID login page beside the face (`amr: ["pwd"]`
+    /// in the ID token; the same lockout as a face login). Off: face only.
+    #[arg(long, env = "OIDC_PASSWORD_LOGIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub oidc_password_login: bool,
+
     /// Bearer credential for the admin endpoints: at least 16 bytes.
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true, value_parser = parse_admin_key)]
     pub admin_api_key: String,

@@ -897,6 +897,44 @@ pub enum OwnerProof {
     Face(Bytes),
 }
 
+/// Authenticates `username` with `password`: the OpenID login page's fallback, where the
+/// tenant enables it. The same lockout and fraud record as a login (a wrong password
+/// counts against the client like a failed face); an unknown username costs the same
+/// password hashing and gets the same answer as a wrong password.
+pub async fn authenticate_password(
+    state: &AppState,
+    client: &Client,
+    username: &str,
+    password: &str,
+) -> ApiResult<Authenticated> {
+    let Some(user) = users::by_username(state.db(), username).await? else {
+        let _ = state.passwords().hash(password).await;
+        return Err(ApiError::InvalidCredentials);
+    };
+    match prove_owner(
+        state,
+        client,
+        &user,
+        OwnerProof::Password(password.to_owned()),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(ApiError::ReauthenticationFailed) => return Err(ApiError::InvalidCredentials),
+        Err(e) => return Err(e),
+    }
+    if !user.is_active {
+        return Err(ApiError::Inactive);
+    }
+    tracing::info!(event = "login_succeeded", user_id = %user.id, method = "password", "user logged in with a password");
+    Ok(Authenticated {
+        user,
+        confidence: 0.0,
+        liveness: None,
+        faces_detected: 0,
+    })
+}
+
 /// Checks an [`OwnerProof`] for `user`, counting a failed one against the client like a
 /// failed login (so guessing is throttled and locked out the same way).
 async fn prove_owner(

@@ -120,6 +120,29 @@ pub async fn authorize_with_face(
         .map_err(AuthorizeError::Login)
 }
 
+/// The password step, where the tenant enables it (`OIDC_PASSWORD_LOGIN`): as
+/// [`authorize_with_face`], authenticating with a username and password (`amr: ["pwd"]`).
+pub async fn authorize_with_password(
+    state: &AppState,
+    caller: &Caller,
+    params: &[(String, String)],
+    username: &str,
+    password: &str,
+) -> Result<String, AuthorizeError> {
+    let request = check_request(state, params).map_err(AuthorizeError::Request)?;
+    if !state.config().oidc_password_login {
+        return Err(AuthorizeError::Login(ApiError::Forbidden(
+            "this tenant signs in by face only",
+        )));
+    }
+    let auth = flows::authenticate_password(state, caller, username, password)
+        .await
+        .map_err(AuthorizeError::Login)?;
+    issue_code(state, &request, &auth.user, "pwd", None)
+        .await
+        .map_err(AuthorizeError::Login)
+}
+
 /// The user gave up: back to the client with `access_denied`.
 pub fn cancel(state: &AppState, params: &[(String, String)]) -> Result<String, RequestRefusal> {
     let request = check_request(state, params)?;

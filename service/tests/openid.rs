@@ -740,3 +740,77 @@ async fn deactivation_ends_access_at_once_and_expired_tokens_are_refused() {
         .unwrap();
     t.get("/userinfo", Some(&fresh)).await.expect(200);
 }
+
+async fn password_step(t: &Tenant, username: &str, password: &str) -> Reply {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("username", username)
+        .append_pair("password", password)
+        .finish();
+    let r = Request::post(format!(
+        "/authorize/password?{}",
+        authorize_query("shop", SHOP, &[])
+    ))
+    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+    .body(Body::from(body))
+    .unwrap();
+    t.send(r, "192.0.2.70").await
+}
+
+#[tokio::test]
+async fn the_password_fallback_is_off_unless_the_tenant_enables_it() {
+    let off = tenant().await;
+    user(&off).await;
+    let page = off
+        .get(
+            &format!("/authorize?{}", authorize_query("shop", SHOP, &[])),
+            None,
+        )
+        .await;
+    assert!(page.text.contains("data-password-login=\"off\""));
+    password_step(&off, "colin", "correct horse battery")
+        .await
+        .expect_error(403, "forbidden");
+
+    let on = Tenant::new(&[
+        "--oidc-clients",
+        &clients(),
+        "--issuer-url",
+        "https://login.acme.example",
+        "--oidc-password-login",
+        "true",
+    ])
+    .await;
+    user(&on).await;
+    let page = on
+        .get(
+            &format!("/authorize?{}", authorize_query("shop", SHOP, &[])),
+            None,
+        )
+        .await;
+    page.expect(200);
+    assert!(page.text.contains("data-password-login=\"on\""));
+    // The page still runs within its policy (the marker is outside the hashed script).
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    password_step(&on, "colin", "wrong password")
+        .await
+        .expect_error(401, "invalid_credentials");
+    password_step(&on, "nobody", "correct horse battery")
+        .await
+        .expect_error(401, "invalid_credentials");
+    assert_eq!(
+        on.scalar_i64(
+            "SELECT count(*) FROM failed_login_attempts WHERE reason = 'invalid_password'"
+        )
+        .await,
+        1
+    );
+    let r = password_step(&on, "colin", "correct horse battery").await;
+    r.expect(200);
+    let code = param(r.json["redirect_to"].as_str().unwrap(), "code").unwrap();
+    let r = exchange(&on, &code, VERIFIER).await;
+    r.expect(200);
+    let (_, id) = claims(r.json["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], serde_json::json!(["pwd"]));
+    assert!(id.get("liveness").is_none());
+}

@@ -85,6 +85,10 @@ pub enum ApiError {
     /// 401: missing, malformed, expired or foreign bearer token or admin key.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 401: the username or password of the OpenID login page's password fallback is
+    /// wrong (which of the two is not said).
+    #[error("the username or password is wrong")]
+    InvalidCredentials,
     /// 401: the password or face given to prove ownership does not.
     #[error("the password or face does not prove that this is the account's owner")]
     ReauthenticationFailed,
@@ -171,6 +175,7 @@ impl ApiError {
             E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             E::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
             E::ReauthenticationFailed => (StatusCode::UNAUTHORIZED, "reauthentication_failed"),
+            E::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

@@ -65,6 +65,7 @@ pub async fn secure(request: Request, next: Next) -> Response {
 const OPENID_PRIVATE_PATHS: &[&str] = &[
     "/authorize",
     "/authorize/face",
+    "/authorize/password",
     "/token",
     "/userinfo",
     "/introspect",

@@ -77,6 +77,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/authorize", get(routes::openid::authorize))
         .route("/authorize/face", post(routes::openid::authorize_face))
+        .route(
+            "/authorize/password",
+            post(routes::openid::authorize_password),
+        )
         .route("/authorize/cancel", get(routes::openid::authorize_cancel))
         .route("/token", post(routes::openid::token))
         .route(

@@ -46,6 +46,10 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 /// client, or, when the client or redirect URI cannot be trusted, is shown.
 pub async fn authorize(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     match openid::check_request(&state, &query_pairs(query.as_deref())) {
+        Ok(_) if state.config().oidc_password_login => Html(
+            AUTHORIZE_PAGE.replace("data-password-login=\"off\"", "data-password-login=\"on\""),
+        )
+        .into_response(),
         Ok(_) => Html(AUTHORIZE_PAGE).into_response(),
         Err(refusal) => refusal_response(&state, refusal),
     }
@@ -130,7 +134,52 @@ pub async fn authorize_face(
         .map(validate_username)
         .transpose()?;
     let image = form.file("face_image")?;
-    match openid::authorize_with_face(&state, &client, &params, username, image).await {
+    next_step(
+        &state,
+        openid::authorize_with_face(&state, &client, &params, username, image).await,
+    )
+}
+
+/// The form of `POST /authorize/password`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PasswordForm {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /authorize/password?<the authorization request>`: the login page's password
+/// fallback (form `username`, `password`), where the tenant enables it
+/// (`OIDC_PASSWORD_LOGIN`; otherwise 403).
+pub async fn authorize_password(
+    State(state): State<AppState>,
+    client: Client,
+    RawQuery(query): RawQuery,
+    form: Result<axum::Form<PasswordForm>, FormRejection>,
+) -> Result<Json<Next>, ApiError> {
+    let params = query_pairs(query.as_deref());
+    flows::rate_limit(&state, Limit::Login, &client).await?;
+    let axum::Form(form) = form.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let username = validate_username(&form.username)?;
+    if form.password.is_empty() || form.password.len() > 128 {
+        return Err(ApiError::Validation(
+            "password must be 1-128 characters".to_owned(),
+        ));
+    }
+    next_step(
+        &state,
+        openid::authorize_with_password(&state, &client, &params, username, &form.password).await,
+    )
+}
+
+/// Where the login page goes after a step: the redirect, a refusal sent back to the
+/// client, or the login error shown on the page.
+fn next_step(
+    state: &AppState,
+    outcome: Result<String, AuthorizeError>,
+) -> Result<Json<Next>, ApiError> {
+    match outcome {
         Ok(redirect_to) => Ok(Json(Next { redirect_to })),
         Err(AuthorizeError::Login(e)) => Err(e),
         Err(AuthorizeError::Request(RequestRefusal::Redirect {
