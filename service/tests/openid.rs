@@ -142,6 +142,16 @@ async fn exchange(t: &Tenant, code: &str, verifier: &str) -> Reply {
     .await
 }
 
+/// A refresh-token grant at `/token`, as `client` (`Some((id, secret))`: HTTP Basic;
+/// `None`: the public client `spa`).
+async fn refresh_as(t: &Tenant, token: &str, client: Option<(&str, &str)>) -> Reply {
+    let mut fields = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    if client.is_none() {
+        fields.push(("client_id", "spa"));
+    }
+    post_form(t, "/token", &fields, client).await
+}
+
 fn claims(jwt: &str) -> (Value, Value) {
     let mut parts = jwt.split('.');
     let mut next =
@@ -249,13 +259,7 @@ async fn code_flow_with_pkce_issues_verifiable_tokens_once() {
             .unwrap()
             .starts_with("Bearer error=\"invalid_token\"")
     );
-    let r = post_form(
-        &t,
-        "/token",
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        Some(("shop", SECRET)),
-    )
-    .await;
+    let r = refresh_as(&t, &refresh, Some(("shop", SECRET))).await;
     oauth_error(&r, 400, "invalid_grant");
 }
 
@@ -457,76 +461,30 @@ async fn public_client_refreshes_and_es256_id_tokens_follow_its_registration() {
     let (header, _) = claims(r.json["id_token"].as_str().unwrap());
     assert_eq!(header["alg"], "ES256");
     let first = r.json["refresh_token"].as_str().unwrap().to_owned();
-    let r = post_form(
-        &t,
-        "/token",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &first),
-            ("client_id", "spa"),
-        ],
-        None,
-    )
-    .await;
+    let r = refresh_as(&t, &first, None).await;
     r.expect(200);
     let (_, id) = claims(r.json["id_token"].as_str().unwrap());
     assert!(id.get("nonce").is_none());
     assert_eq!(id["amr"], serde_json::json!(["face"]));
     let second = r.json["refresh_token"].as_str().unwrap().to_owned();
     // Another client cannot use it, and the attempt does not spend it.
-    let r = post_form(
-        &t,
-        "/token",
-        &[("grant_type", "refresh_token"), ("refresh_token", &second)],
-        Some(("shop", SECRET)),
-    )
-    .await;
+    let r = refresh_as(&t, &second, Some(("shop", SECRET))).await;
     oauth_error(&r, 400, "invalid_grant");
     // The original API's refresh endpoint does not take it either.
     t.refresh(&second)
         .await
         .expect_error(401, "invalid_refresh_token");
     // Reuse of the spent one revokes the family.
-    let r = post_form(
-        &t,
-        "/token",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &first),
-            ("client_id", "spa"),
-        ],
-        None,
-    )
-    .await;
+    let r = refresh_as(&t, &first, None).await;
     oauth_error(&r, 400, "invalid_grant");
-    let r = post_form(
-        &t,
-        "/token",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &second),
-            ("client_id", "spa"),
-        ],
-        None,
-    )
-    .await;
+    let r = refresh_as(&t, &second, None).await;
     oauth_error(&r, 400, "invalid_grant");
     // An original-API refresh token is not an OpenID grant.
     let api = t
         .login(&face("genuine/colin_powell_2.jpg"), None, "192.0.2.60")
         .await;
     api.expect(200);
-    let r = post_form(
-        &t,
-        "/token",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &api.refresh_token()),
-            ("client_id", "spa"),
-        ],
-        None,
-    )
-    .await;
+    let r = refresh_as(&t, &api.refresh_token(), None).await;
     oauth_error(&r, 400, "invalid_grant");
     // And its access token is not for /userinfo.
     oauth_error(
@@ -629,13 +587,7 @@ async fn introspection_revocation_and_logout_take_effect_at_once() {
     )
     .await
     .expect(200);
-    let r = post_form(
-        &t,
-        "/token",
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        Some(("shop", SECRET)),
-    )
-    .await;
+    let r = refresh_as(&t, &refresh, Some(("shop", SECRET))).await;
     oauth_error(&r, 400, "invalid_grant");
 }
 
@@ -669,13 +621,7 @@ async fn deactivation_ends_access_at_once_and_expired_tokens_are_refused() {
         401,
         "invalid_token",
     );
-    let r = post_form(
-        &t,
-        "/token",
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        Some(("shop", SECRET)),
-    )
-    .await;
+    let r = refresh_as(&t, &refresh, Some(("shop", SECRET))).await;
     oauth_error(&r, 400, "invalid_grant");
 
     // A token of this provider's own keys, for an active user, that expired: refused.

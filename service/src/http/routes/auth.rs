@@ -150,6 +150,18 @@ pub async fn login(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<LoggedIn>> {
     flows::rate_limit(&state, Limit::Login, &client).await?;
+    let (username, image) = read_login_form(&state, multipart).await?;
+    Ok(Json(
+        flows::login(&state, &client, username.as_deref(), image).await?,
+    ))
+}
+
+/// A face login's multipart form (the API's login and the OpenID login page's face
+/// step): the photo and an optional, validated `username`.
+pub async fn read_login_form(
+    state: &AppState,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(Option<String>, bytes::Bytes)> {
     let form = Form::read(
         multipart,
         &["username"],
@@ -160,9 +172,9 @@ pub async fn login(
     let username = form
         .optional_text("username")
         .map(validate_username)
-        .transpose()?;
-    let image = form.file("face_image")?;
-    Ok(Json(flows::login(&state, &client, username, image).await?))
+        .transpose()?
+        .map(str::to_owned);
+    Ok((username, form.file("face_image")?))
 }
 
 fn refresh_body(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::domain::oidc::{ErrorCode, OAuthError, RequestRefusal};
 use crate::flows::{self, Limit};
 use crate::http::error::{ApiError, OAuthErrorResponse};
-use crate::http::extract::{Client, Form, validate_username};
+use crate::http::extract::{Client, validate_username};
 use crate::openid::{
     self, AuthorizeError, ClientCredentials, Introspection, LoggedOut, TokenForm, TokenResponse,
     UserInfo,
@@ -122,21 +122,10 @@ pub async fn authorize_face(
 ) -> Result<Json<Next>, ApiError> {
     let params = query_pairs(query.as_deref());
     flows::rate_limit(&state, Limit::Login, &client).await?;
-    let form = Form::read(
-        multipart,
-        &["username"],
-        &["face_image"],
-        state.config().max_upload_bytes,
-    )
-    .await?;
-    let username = form
-        .optional_text("username")
-        .map(validate_username)
-        .transpose()?;
-    let image = form.file("face_image")?;
+    let (username, image) = super::auth::read_login_form(&state, multipart).await?;
     next_step(
         &state,
-        openid::authorize_with_face(&state, &client, &params, username, image).await,
+        openid::authorize_with_face(&state, &client, &params, username.as_deref(), image).await,
     )
 }
 
