@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{FaceIdTenant, OidcClientSpec};
@@ -108,8 +108,11 @@ pub fn client_secret(
     secret: &str,
     issuer: &str,
 ) -> Secret {
-    let mut labels = crate::resources::labels(tenant);
-    labels.insert(CLIENT_OF_LABEL.to_owned(), client_of(tenant));
+    let mut metadata = crate::resources::meta(tenant, secret_name(tenant, &client.client_id));
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CLIENT_OF_LABEL.to_owned(), client_of(tenant));
     let data = BTreeMap::from([
         (
             keys::ISSUER.to_owned(),
@@ -125,13 +128,7 @@ pub fn client_secret(
         ),
     ]);
     Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(secret_name(tenant, &client.client_id)),
-            namespace: tenant.namespace(),
-            labels: Some(labels),
-            owner_references: tenant.controller_owner_ref(&()).map(|r| vec![r]),
-            ..Default::default()
-        },
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()

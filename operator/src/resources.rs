@@ -155,7 +155,9 @@ pub struct Desired {
     pub oidc_client_secrets: Vec<Secret>,
 }
 
-fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
+/// Metadata of a child object: its name in the tenant's namespace, the tenant's labels
+/// and the tenant as controller.
+pub(crate) fn meta(tenant: &FaceIdTenant, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: tenant.namespace(),

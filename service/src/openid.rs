@@ -262,7 +262,11 @@ pub async fn token(
     credentials: ClientCredentials,
     form: TokenForm,
 ) -> Result<TokenResponse, OAuthError> {
-    let client = authenticate_client(state, credentials, &form)?;
+    let posted = ClientCredentials {
+        id: form.client_id.clone(),
+        secret: form.client_secret.clone(),
+    };
+    let client = authenticate_client(state, credentials, posted)?;
     match form.grant_type.as_deref() {
         Some("authorization_code") => exchange_code(state, &client, &form).await,
         Some("refresh_token") => refresh(state, &client, &form).await,
@@ -277,13 +281,15 @@ pub async fn token(
     }
 }
 
-/// Checks the client's credentials from HTTP Basic, or the form (one method only).
+/// Checks the client's credentials from HTTP Basic (`basic`) or the form body (`posted`),
+/// one method only.
 fn authenticate_client(
     state: &AppState,
     basic: ClientCredentials,
-    form: &TokenForm,
+    posted: ClientCredentials,
 ) -> Result<Client, OAuthError> {
-    let (id, secret) = match (basic.id, &form.client_id, &form.client_secret) {
+    let failed = || OAuthError::new(ErrorCode::InvalidClient, "client authentication failed");
+    let (id, secret) = match (basic.id, posted.id, posted.secret) {
         (Some(_), _, Some(_)) => {
             return Err(OAuthError::new(
                 ErrorCode::InvalidRequest,
@@ -291,21 +297,13 @@ fn authenticate_client(
             ));
         }
         (Some(id), form_id, None) => {
-            if form_id.as_ref().is_some_and(|f| *f != id) {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidClient,
-                    "client authentication failed",
-                ));
+            if form_id.is_some_and(|f| f != id) {
+                return Err(failed());
             }
             (id, basic.secret)
         }
-        (None, Some(id), secret) => (id.clone(), secret.clone()),
-        (None, None, _) => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidClient,
-                "client authentication failed",
-            ));
-        }
+        (None, Some(id), secret) => (id, secret),
+        (None, None, _) => return Err(failed()),
     };
     state
         .config()
@@ -633,11 +631,11 @@ async fn live_access_token(state: &AppState, token: &str) -> Result<AccessClaims
 /// like revoked ones, revealing nothing.
 pub async fn revoke(
     state: &AppState,
-    credentials: ClientCredentials,
-    form: &TokenForm,
+    basic: ClientCredentials,
+    posted: ClientCredentials,
     token: &str,
 ) -> Result<(), OAuthError> {
-    let client = authenticate_client(state, credentials, form)?;
+    let client = authenticate_client(state, basic, posted)?;
     let now = Utc::now();
     if let Some(live) = tokens::live(state.db(), &hash_refresh_token(token), now).await? {
         if live.client_id.as_deref() == Some(client.id.as_str()) {
@@ -691,11 +689,11 @@ pub struct Introspection {
 /// and locks show at once.
 pub async fn introspect(
     state: &AppState,
-    credentials: ClientCredentials,
-    form: &TokenForm,
+    basic: ClientCredentials,
+    posted: ClientCredentials,
     token: &str,
 ) -> Result<Introspection, OAuthError> {
-    let client = authenticate_client(state, credentials, form)?;
+    let client = authenticate_client(state, basic, posted)?;
     if matches!(client.kind, crate::domain::oidc::ClientKind::Public) {
         return Err(OAuthError::new(
             ErrorCode::InvalidClient,

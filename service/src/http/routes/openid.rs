@@ -295,9 +295,10 @@ pub struct TokenCheckForm {
     pub client_secret: Option<String>,
 }
 
+/// The posted client credentials and the token of a `/revoke` or `/introspect` form.
 fn check_form(
     form: Result<axum::Form<TokenCheckForm>, FormRejection>,
-) -> Result<(TokenForm, String), OAuthError> {
+) -> Result<(ClientCredentials, String), OAuthError> {
     let axum::Form(f) = form.map_err(|e| {
         OAuthError::new(
             ErrorCode::InvalidRequest,
@@ -307,16 +308,15 @@ fn check_form(
             ),
         )
     })?;
-    let credentials = TokenForm {
-        client_id: f.client_id,
-        client_secret: f.client_secret,
-        ..TokenForm::default()
+    let posted = ClientCredentials {
+        id: f.client_id,
+        secret: f.client_secret,
     };
     let token = f
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, "token is required"))?;
-    Ok((credentials, token))
+    Ok((posted, token))
 }
 
 /// `POST /revoke` (RFC 7009): always 200 for a token, known or not.
@@ -325,9 +325,9 @@ pub async fn revoke(
     headers: HeaderMap,
     form: Result<axum::Form<TokenCheckForm>, FormRejection>,
 ) -> Result<StatusCode, OAuthErrorResponse> {
-    let credentials = basic_credentials(&headers)?;
-    let (form, token) = check_form(form)?;
-    openid::revoke(&state, credentials, &form, &token).await?;
+    let basic = basic_credentials(&headers)?;
+    let (posted, token) = check_form(form)?;
+    openid::revoke(&state, basic, posted, &token).await?;
     Ok(StatusCode::OK)
 }
 
@@ -337,9 +337,9 @@ pub async fn introspect(
     headers: HeaderMap,
     form: Result<axum::Form<TokenCheckForm>, FormRejection>,
 ) -> Result<Response, OAuthErrorResponse> {
-    let credentials = basic_credentials(&headers)?;
-    let (form, token) = check_form(form)?;
-    let answer: Introspection = openid::introspect(&state, credentials, &form, &token).await?;
+    let basic = basic_credentials(&headers)?;
+    let (posted, token) = check_form(form)?;
+    let answer: Introspection = openid::introspect(&state, basic, posted, &token).await?;
     Ok(no_store(Json(answer).into_response()))
 }
 
