@@ -1521,3 +1521,134 @@ async fn oidc_clients_get_their_secrets_and_the_service_its_settings() {
         "spec.oidc.issuerUrl",
     );
 }
+
+/// A confidential client's Secret goes into the app's own namespace once that namespace
+/// accepts it (refused, and said so, before), carries no owner reference there, and is
+/// deleted with the tenant.
+#[tokio::test]
+async fn an_oidc_client_secret_reaches_the_apps_namespace_only_with_its_consent() {
+    let client = admin().await;
+    let (ns, app_ns) = ("e2e-oidc-idp", "e2e-oidc-app");
+    namespace_with_database(&client, ns).await;
+    delete_namespace(&client, app_ns).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": app_ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<FaceIdTenant> = Api::namespaced(client.clone(), ns);
+    let web = json!({"clientId": "web", "secretNamespace": app_ns,
+        "redirectUris": ["https://shop.acme.example/callback"]});
+    let oidc = |clients: Value| json!({"oidc": {"issuerUrl": "https://login.acme.example", "clients": clients}});
+    api.create(
+        &PostParams::default(),
+        &tenant("idp", "e2e_oidc_idp", oidc(json!([web]))),
+    )
+    .await
+    .unwrap();
+
+    // Without the namespace's consent: nothing written there, and the status says why.
+    let t = wait_condition(
+        &api,
+        "idp",
+        "SecretsReady",
+        "False",
+        Some("SecretNamespaceNotAccepted"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, _, message) = condition(&t, "SecretsReady").unwrap();
+    assert!(
+        message.contains("faceid.dev/accept-oidc-client-secrets-from"),
+        "{message}"
+    );
+    let app_secrets: Api<Secret> = Api::namespaced(client.clone(), app_ns);
+    assert!(
+        app_secrets
+            .get_opt("faceid-oidc-idp-web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The app's namespace accepts this tenant namespace (among others); the next change
+    // of the tenant writes the Secret there.
+    namespaces
+        .patch(
+            app_ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "faceid.dev/accept-oidc-client-secrets-from": format!("billing, {ns}")}}})),
+        )
+        .await
+        .unwrap();
+    api.patch(
+        "idp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rateLimits": {"login": "20/minute"}}})),
+    )
+    .await
+    .unwrap();
+    let t = wait_ready(&api, "idp").await;
+    let entry = format!("{app_ns}/faceid-oidc-idp-web");
+    assert_eq!(t.status.unwrap().oidc_client_secrets, [entry]);
+    let mounted = app_secrets.get("faceid-oidc-idp-web").await.unwrap();
+    assert!(mounted.metadata.owner_references.is_none());
+    assert_eq!(
+        mounted.annotations()["faceid.dev/oidc-client-of-uid"],
+        t.metadata.uid.unwrap()
+    );
+    let data = mounted.data.unwrap();
+    assert!(data["client_secret"].0.len() >= 32);
+    assert_eq!(data["issuer"].0, b"https://login.acme.example");
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt("faceid-oidc-idp-web")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Secret is in the app's namespace only"
+    );
+
+    // A public client has no Secret to place, and a namespace is a DNS label.
+    for (clients, field) in [
+        (
+            json!([{"clientId": "spa", "type": "public", "secretNamespace": app_ns,
+                "redirectUris": ["https://spa.acme.example/cb"]}]),
+            "secretNamespace is only for confidential clients",
+        ),
+        (
+            json!([{"clientId": "web", "secretNamespace": "Not_A_Namespace",
+                "redirectUris": ["https://shop.acme.example/callback"]}]),
+            "secretNamespace",
+        ),
+    ] {
+        match api
+            .create(
+                &PostParams::default(),
+                &tenant("idp-bad", "e2e_oidc_idp_bad", oidc(clients)),
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                assert!(e.message.contains(field), "{}", e.message)
+            }
+            other => panic!("admitted: {other:?}"),
+        }
+    }
+
+    // Deleting the tenant deletes the Secret it placed elsewhere.
+    api.delete("idp", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "idp", Duration::from_secs(120)).await;
+    assert!(
+        app_secrets
+            .get_opt("faceid-oidc-idp-web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    delete_namespace(&client, app_ns).await.unwrap();
+}

@@ -45,6 +45,9 @@ pub mod reasons {
     pub const REDIS_SECRET_KEY_MISSING: &str = "RedisSecretKeyMissing";
     /// SecretsReady: a Secret with the credentials' name exists and is not ours.
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    /// SecretsReady: an OpenID client's `secretNamespace` is missing or does not accept
+    /// client Secrets from the tenant's namespace.
+    pub const SECRET_NAMESPACE_NOT_ACCEPTED: &str = "SecretNamespaceNotAccepted";
     /// The stored token signing keys do not parse (never overwritten).
     pub const INVALID_SIGNING_KEYS: &str = "InvalidSigningKeys";
     /// DatabaseReady: schema, role, migrations and index are in place.

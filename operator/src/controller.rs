@@ -30,7 +30,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -57,6 +57,7 @@ use crate::database::{
     generate_secret, role_database_url, role_name,
 };
 use crate::metrics::{Metrics, Readiness};
+use crate::oidc;
 use crate::resources::{self, Desired, Inputs, is_controlled_by, keys, secret_value};
 use crate::signing_keys::{self, Change};
 
@@ -987,7 +988,7 @@ async fn secrets_step(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let (admin_url, redis_url) = step!(read_references(tenant, &secrets).await?);
     let credentials = step!(own_credentials(tenant, ctx, &secrets).await?);
-    let oidc_client_secrets = step!(oidc_client_secrets(tenant, &secrets).await?);
+    let oidc_client_secrets = step!(oidc_client_secrets(tenant, ctx).await?);
     ctx.remember_admin_url(&tenant_key(tenant), &admin_url);
     status.signing_keys = credentials.key_status.clone();
     status.legacy_hs256 = Some(crate::config::legacy_hs256(
@@ -1017,10 +1018,11 @@ async fn secrets_step(
 
 /// The secret of each confidential OpenID client: the one its Secret holds, a new one
 /// for a client without a Secret (written by the workload step). A Secret of that name
-/// the tenant does not control is never touched: the tenant waits, saying so.
+/// the tenant does not control is never touched, nor a namespace that did not accept the
+/// tenant's Secrets: the tenant waits, saying so.
 async fn oidc_client_secrets(
     tenant: &FaceIdTenant,
-    secrets: &Api<Secret>,
+    ctx: &Context,
 ) -> Result<Step<std::collections::BTreeMap<String, String>>> {
     let mut out = std::collections::BTreeMap::new();
     for client in tenant
@@ -1030,15 +1032,19 @@ async fn oidc_client_secrets(
         .iter()
         .filter(|c| c.is_confidential())
     {
-        let name = crate::oidc::secret_name(tenant, &client.client_id);
-        let existing = secrets.get_opt(&name).await?;
+        let at = oidc::SecretRef::of(tenant, client);
+        if at.is_elsewhere(tenant) {
+            step!(secret_namespace_accepts(tenant, ctx, &client.client_id, &at).await?);
+        }
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &at.namespace);
+        let existing = secrets.get_opt(&at.name).await?;
         if let Some(secret) = &existing
-            && !is_controlled_by(secret.owner_references(), tenant)
+            && !oidc::is_of(secret, tenant)
         {
             return Ok(secret_blocked(
                 reasons::SECRET_NOT_OWNED,
                 format!(
-                    "Secret {name:?} for OpenID client {:?} exists and is not owned by this FaceIdTenant; the operator never overwrites it: rename or delete it",
+                    "Secret {at} for OpenID client {:?} exists and is not this FaceIdTenant's; the operator never overwrites it: rename or delete it",
                     client.client_id
                 ),
                 REFUSED_RETRY,
@@ -1046,11 +1052,40 @@ async fn oidc_client_secrets(
         }
         let value = existing
             .as_ref()
-            .and_then(crate::oidc::stored_secret)
+            .and_then(oidc::stored_secret)
             .unwrap_or_else(|| generate_secret(48));
         out.insert(client.client_id.clone(), value);
     }
     Ok(Step::Continue(out))
+}
+
+/// Whether the namespace of client Secret `at` (not the tenant's) exists and accepts
+/// the tenant's client Secrets ([`oidc::ACCEPT_ANNOTATION`]).
+async fn secret_namespace_accepts(
+    tenant: &FaceIdTenant,
+    ctx: &Context,
+    client_id: &str,
+    at: &oidc::SecretRef,
+) -> Result<Step<()>> {
+    let own = tenant.namespace().ok_or(Error::NoNamespace)?;
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let problem = match namespaces.get_opt(&at.namespace).await? {
+        Some(ns) if oidc::accepts(&ns, &own) => return Ok(Step::Continue(())),
+        Some(_) => format!(
+            "namespace {:?} does not accept OpenID client Secrets from namespace {own:?}: its owner annotates it {}={own} (comma-separated with others)",
+            at.namespace,
+            oidc::ACCEPT_ANNOTATION
+        ),
+        None => format!("namespace {:?} does not exist", at.namespace),
+    };
+    Ok(secret_blocked(
+        reasons::SECRET_NAMESPACE_NOT_ACCEPTED,
+        format!(
+            "Secret {at} for OpenID client {client_id:?} not written: {problem}; re-checked every {} minutes and on every change of the tenant",
+            REFUSED_RETRY.as_secs() / 60
+        ),
+        REFUSED_RETRY,
+    ))
 }
 
 fn secret_blocked<T>(reason: &'static str, message: String, retry: Duration) -> Step<T> {
@@ -1671,44 +1706,65 @@ async fn workload_step(
     Ok(Step::Continue(deployment))
 }
 
-/// Applies the Secret of every confidential OpenID client, and deletes the tenant's own
-/// ones that the last status listed for clients no longer declared as confidential (by
-/// name: the operator may get, patch and delete Secrets, never list them).
+/// Applies the Secret of every confidential OpenID client (in its namespace), and deletes
+/// the tenant's own ones that the last status listed for clients no longer declared as
+/// confidential, or moved (by name: the operator may get, patch and delete Secrets,
+/// never list them).
 async fn oidc_secrets_step(
     tenant: &FaceIdTenant,
     ctx: &Context,
     desired: &[Secret],
     status: &mut FaceIdTenantStatus,
 ) -> Result<Step<()>> {
-    let ns = tenant.namespace().ok_or(Error::NoNamespace)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let in_namespace = |ns: &str| Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let mut entries = Vec::with_capacity(desired.len());
     for secret in desired {
-        step!(apply_child(ctx, &secrets, secret).await?);
+        let at = oidc::SecretRef {
+            namespace: secret.namespace().unwrap_or_default(),
+            name: secret.name_any(),
+        };
+        step!(apply_child(ctx, &in_namespace(&at.namespace), secret).await?);
+        entries.push(at.status_entry(tenant));
     }
-    let names: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
     let before = tenant
         .status
         .as_ref()
         .map(|s| s.oidc_client_secrets.clone())
         .unwrap_or_default();
-    for name in before.iter().filter(|n| !names.contains(n)) {
-        let Some(stale) = secrets.get_opt(name).await? else {
-            continue;
-        };
-        if !is_controlled_by(stale.owner_references(), tenant) {
-            continue;
-        }
-        ctx.may_write()?;
-        if let Err(e) = secrets.delete(name, &Default::default()).await {
-            return Ok(Step::Blocked(refused_or_error::<Secret>(name, e)?));
+    for entry in before.iter().filter(|e| !entries.contains(e)) {
+        let stale = oidc::SecretRef::from_status_entry(tenant, entry);
+        if let Some(blocked) = delete_client_secret(ctx, tenant, &stale).await? {
+            return Ok(Step::Blocked(blocked));
         }
         publish(ctx, tenant, false, "OidcClientSecretDeleted", "DeleteClientSecret", format!(
-            "deleted Secret {name}: its OpenID client is no longer declared as confidential in spec.oidc.clients"
+            "deleted Secret {stale}: its OpenID client is no longer declared as confidential with that namespace in spec.oidc.clients"
         ))
         .await;
     }
-    status.oidc_client_secrets = names;
+    status.oidc_client_secrets = entries;
     Ok(Step::Continue(()))
+}
+
+/// Deletes client Secret `at` if it is the tenant's (gone already, or not its own: left
+/// alone); a refused deletion as the outcome that blocks.
+async fn delete_client_secret(
+    ctx: &Context,
+    tenant: &FaceIdTenant,
+    at: &oidc::SecretRef,
+) -> Result<Option<Blocked>> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &at.namespace);
+    let Some(secret) = secrets.get_opt(&at.name).await? else {
+        return Ok(None);
+    };
+    if !oidc::is_of(&secret, tenant) {
+        return Ok(None);
+    }
+    ctx.may_write()?;
+    match secrets.delete(&at.name, &Default::default()).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Ok(Some(refused_or_error::<Secret>(&at.to_string(), e)?)),
+    }
 }
 
 /// Whether the API server's answer `code` refuses the object itself (invalid, bad
@@ -2078,6 +2134,9 @@ async fn cleanup(api: &Api<FaceIdTenant>, tenant: &FaceIdTenant, ctx: &Context) 
     let key = tenant_key(tenant);
     ctx.abort_rebuild(&key);
     let skip = annotation_true(tenant, SKIP_CLEANUP_ANNOTATION);
+    if let Err(failure) = delete_client_secrets_elsewhere(tenant, ctx).await? {
+        return cleanup_failed(api, tenant, ctx, failure, skip).await;
+    }
     let outcome = match tenant.spec.database.deletion_policy {
         DeletionPolicy::Retain => retain(tenant, ctx).await?,
         DeletionPolicy::Delete if skip => {
@@ -2114,6 +2173,41 @@ fn manual_drop(schema: &str) -> String {
         "drop it by hand if it must go: DROP SCHEMA \"{schema}\" CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";",
         role = role_name(schema)
     )
+}
+
+/// Deletes the tenant's OpenID client Secrets outside its namespace (whatever the
+/// deletion policy: those in its namespace go with it by their owner reference), by the
+/// names its status recorded.
+async fn delete_client_secrets_elsewhere(
+    tenant: &FaceIdTenant,
+    ctx: &Context,
+) -> Result<Result<(), CleanupFailure>> {
+    let recorded = tenant
+        .status
+        .as_ref()
+        .map(|s| s.oidc_client_secrets.clone())
+        .unwrap_or_default();
+    for entry in recorded {
+        let at = oidc::SecretRef::from_status_entry(tenant, &entry);
+        if !at.is_elsewhere(tenant) {
+            continue;
+        }
+        let failed = match delete_client_secret(ctx, tenant, &at).await {
+            Ok(None) => continue,
+            Ok(Some(blocked)) => blocked.message,
+            Err(Error::NotLeader) => return Err(Error::NotLeader),
+            Err(e) => e.to_string(),
+        };
+        return Ok(Err(CleanupFailure {
+            permanent: false,
+            message: format!("could not delete OpenID client Secret {at}: {failed}"),
+            manual: format!(
+                "delete it by hand: kubectl delete secret -n {} {}",
+                at.namespace, at.name
+            ),
+        }));
+    }
+    Ok(Ok(()))
 }
 
 /// `deletionPolicy: Retain`: the database is not touched, and the credentials Secret is

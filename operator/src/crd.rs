@@ -574,16 +574,27 @@ pub struct OidcSpec {
 /// One app signing users in through the tenant.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secretNamespace) || self.type == 'confidential'").message("secretNamespace is only for confidential clients: a public client has no secret")
+)]
 pub struct OidcClientSpec {
     /// `client_id` (1-64 of A-Z, a-z, 0-9, `.`, `_`, `-`).
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub client_id: String,
     /// `confidential` (a server-side app: the operator generates its secret into the
-    /// Secret `faceid-oidc-<tenant>-<clientId>` of the tenant's namespace) or `public` (a
+    /// Secret `faceid-oidc-<tenant>-<clientId>`, in `secretNamespace`) or `public` (a
     /// browser or native app: PKCE, no secret).
     #[serde(rename = "type", default = "default_client_type")]
     #[schemars(regex(pattern = r"^(confidential|public)$"))]
     pub client_type: String,
+    /// The namespace the app runs in, where its Secret is written for it to mount
+    /// (confidential clients; unset: the tenant's namespace). Another namespace must
+    /// accept it: its annotation `faceid.dev/accept-oidc-client-secrets-from` lists the
+    /// tenant's namespace (comma-separated), so a tenant cannot write into namespaces
+    /// that did not ask for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub secret_namespace: Option<String>,
     /// Where the code may be sent, matched exactly: `https://...`, `http://` on a loopback
     /// host (development), or a private-use scheme with a dot (`com.example.app:/cb`,
     /// native apps); no fragment, no user information.
@@ -863,7 +874,8 @@ pub struct FaceIdTenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signing_keys: Vec<SigningKeyStatus>,
     /// The Secrets of the confidential OpenID clients (`issuer`, `client_id`,
-    /// `client_secret`), for apps to mount.
+    /// `client_secret`), for apps to mount: a name in the tenant's namespace, or
+    /// `namespace/name` in another.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc_client_secrets: Vec<String>,
     /// Whether the service accepts HS256 access tokens (`spec.tokens.legacyHs256`, or
@@ -971,6 +983,18 @@ pub fn is_tenant_name(name: &str) -> bool {
         && b[b.len() - 1] != b'-'
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Whether `name` is a DNS-1123 label (a namespace name): 1-63 of a-z, 0-9 and `-`,
+/// starting and ending alphanumeric.
+pub fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && alnum(&b[0])
+        && alnum(&b[b.len() - 1])
+        && b.iter().all(|c| alnum(c) || *c == b'-')
 }
 
 /// Whether `key` is a qualified name as Kubernetes requires of annotation keys: an
@@ -1398,7 +1422,42 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             message: "must not be empty (leave it unset for the operator's default)".to_owned(),
         });
     }
+    validate_oidc(&spec.oidc, &mut out);
     out
+}
+
+/// The rules on `spec.oidc` that decide what the operator writes where (the issuer, and
+/// the namespace of each client Secret); the redirect URIs' patterns are the API
+/// server's to check.
+fn validate_oidc(oidc: &OidcSpec, out: &mut Vec<Invalid>) {
+    if !oidc.clients.is_empty() && oidc.issuer_url.is_none() {
+        out.push(Invalid {
+            field: "spec.oidc.issuerUrl",
+            message: "is required when spec.oidc.clients is set: it is the issuer apps discover and verify".to_owned(),
+        });
+    }
+    for client in &oidc.clients {
+        let Some(ns) = &client.secret_namespace else {
+            continue;
+        };
+        if !client.is_confidential() {
+            out.push(Invalid {
+                field: "spec.oidc.clients[].secretNamespace",
+                message: format!(
+                    "client {:?}: secretNamespace is only for confidential clients: a public client has no secret",
+                    client.client_id
+                ),
+            });
+        } else if !is_dns_label(ns) {
+            out.push(Invalid {
+                field: "spec.oidc.clients[].secretNamespace",
+                message: format!(
+                    "client {:?}: {ns:?} is not a namespace name (1-63 of a-z, 0-9 and '-', starting and ending alphanumeric)",
+                    client.client_id
+                ),
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
                             "the operator never lists or watches Secrets"
                         );
                     }
+                    if resources.contains(&"namespaces".to_owned()) {
+                        assert_eq!(rule.verbs, ["get"], "namespaces: read one at a time");
+                    }
                 }
             }
             "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(doc)),
