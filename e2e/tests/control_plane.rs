@@ -168,8 +168,8 @@ async fn admin() -> Client {
     shared().cp.admin_client().await.unwrap()
 }
 
-/// A fresh namespace holding the database connection Secret `pg` (key `url`).
-async fn namespace_with_database(client: &Client, name: &str) {
+/// A fresh, empty namespace `name` (any earlier one of that name deleted first).
+async fn fresh_namespace(client: &Client, name: &str) {
     delete_namespace(client, name).await.unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -179,6 +179,11 @@ async fn namespace_with_database(client: &Client, name: &str) {
         )
         .await
         .unwrap();
+}
+
+/// A fresh namespace holding the database connection Secret `pg` (key `url`).
+async fn namespace_with_database(client: &Client, name: &str) {
+    fresh_namespace(client, name).await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "pg"},
         "stringData": {"url": required_env("DATABASE_URL").unwrap()},
@@ -1530,15 +1535,8 @@ async fn an_oidc_client_secret_reaches_the_apps_namespace_only_with_its_consent(
     let client = admin().await;
     let (ns, app_ns) = ("e2e-oidc-idp", "e2e-oidc-app");
     namespace_with_database(&client, ns).await;
-    delete_namespace(&client, app_ns).await.unwrap();
+    fresh_namespace(&client, app_ns).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": app_ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
     let api: Api<FaceIdTenant> = Api::namespaced(client.clone(), ns);
     let web = json!({"clientId": "web", "secretNamespace": app_ns,
         "redirectUris": ["https://shop.acme.example/callback"]});
