@@ -1099,7 +1099,19 @@ pub fn validate_tenant(tenant: &FaceIdTenant) -> Vec<Invalid> {
 /// Pure: the reconciler calls it before touching anything.
 pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
     let mut out = Vec::new();
-    let db = &spec.database;
+    validate_database(&spec.database, &mut out);
+    validate_recognition(spec, &mut out);
+    validate_rate_limits(&spec.rate_limits, &mut out);
+    validate_security_and_tokens(&spec.security, &spec.tokens, &mut out);
+    validate_connections(spec, &mut out);
+    validate_workload(&spec.workload, &mut out);
+    validate_monitoring(&spec.monitoring, &mut out);
+    validate_oidc(&spec.oidc, &mut out);
+    out
+}
+
+/// `spec.database`: the connection Secret, the schema name and the HNSW parameters.
+fn validate_database(db: &DatabaseSpec, out: &mut Vec<Invalid>) {
     if db.connection_secret_ref.name.is_empty() {
         out.push(Invalid {
             field: "spec.database.connectionSecretRef.name",
@@ -1124,19 +1136,14 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         });
     }
     let h = &db.hnsw;
-    in_range(&mut out, "spec.database.hnsw.m", h.m, 2..=100);
+    in_range(out, "spec.database.hnsw.m", h.m, 2..=100);
     in_range(
-        &mut out,
+        out,
         "spec.database.hnsw.efConstruction",
         h.ef_construction,
         4..=1000,
     );
-    in_range(
-        &mut out,
-        "spec.database.hnsw.efSearch",
-        h.ef_search,
-        1..=1000,
-    );
+    in_range(out, "spec.database.hnsw.efSearch", h.ef_search, 1..=1000);
     if i64::from(h.ef_construction) < 2 * i64::from(h.m) {
         out.push(Invalid {
             field: "spec.database.hnsw.efConstruction",
@@ -1147,6 +1154,10 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             ),
         });
     }
+}
+
+/// `spec.recognition`, `spec.login`, `spec.trustedProxyHops` and `spec.liveness`.
+fn validate_recognition(spec: &FaceIdTenantSpec, out: &mut Vec<Invalid>) {
     if !is_unit_decimal(&spec.recognition.tolerance) {
         out.push(Invalid {
             field: "spec.recognition.tolerance",
@@ -1190,7 +1201,7 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
         }
     }
     in_range(
-        &mut out,
+        out,
         "spec.trustedProxyHops",
         spec.trusted_proxy_hops,
         0..=10,
@@ -1210,10 +1221,14 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             ),
         });
     }
+}
+
+/// `spec.rateLimits`.
+fn validate_rate_limits(limits: &RateLimitSpec, out: &mut Vec<Invalid>) {
     for (field, value) in [
-        ("spec.rateLimits.register", &spec.rate_limits.register),
-        ("spec.rateLimits.login", &spec.rate_limits.login),
-        ("spec.rateLimits.default", &spec.rate_limits.default),
+        ("spec.rateLimits.register", &limits.register),
+        ("spec.rateLimits.login", &limits.login),
+        ("spec.rateLimits.default", &limits.default),
     ] {
         if !is_rate(value) {
             out.push(Invalid {
@@ -1224,52 +1239,54 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             });
         }
     }
-    let s = &spec.security;
+}
+
+/// `spec.security` and `spec.tokens` (the key overlap must outlast an access token).
+fn validate_security_and_tokens(s: &SecuritySpec, t: &TokensSpec, out: &mut Vec<Invalid>) {
     in_range(
-        &mut out,
+        out,
         "spec.security.accessTokenExpireMinutes",
         s.access_token_expire_minutes,
         1..=1440,
     );
     in_range(
-        &mut out,
+        out,
         "spec.security.refreshTokenExpireDays",
         s.refresh_token_expire_days,
         1..=365,
     );
     in_range(
-        &mut out,
+        out,
         "spec.security.maxFailedLoginAttempts",
         s.max_failed_login_attempts,
         1..=1000,
     );
     in_range(
-        &mut out,
+        out,
         "spec.security.accountLockFailures",
         s.account_lock_failures,
         1..=100_000,
     );
     in_range(
-        &mut out,
+        out,
         "spec.security.lockoutMinutes",
         s.lockout_minutes,
         1..=525_600,
     );
     in_range(
-        &mut out,
+        out,
         "spec.security.failedAttemptRetentionDays",
         s.failed_attempt_retention_days,
         1..=3650,
     );
-    let t = &spec.tokens;
     in_range(
-        &mut out,
+        out,
         "spec.tokens.signingKeys.rotationPeriodDays",
         t.signing_keys.rotation_period_days,
         1..=3650,
     );
     in_range(
-        &mut out,
+        out,
         "spec.tokens.signingKeys.overlapMinutes",
         t.signing_keys.overlap_minutes,
         1..=525_600,
@@ -1299,6 +1316,10 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             });
         }
     }
+}
+
+/// `spec.redis` and `spec.corsOrigins`.
+fn validate_connections(spec: &FaceIdTenantSpec, out: &mut Vec<Invalid>) {
     if let Some(redis) = &spec.redis
         && redis.secret_ref.name.is_empty()
     {
@@ -1317,23 +1338,26 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             message: "each origin must be non-empty and contain no comma".to_owned(),
         });
     }
-    let w = &spec.workload;
-    in_range(&mut out, "spec.workload.replicas", w.replicas, 0..=100);
+}
+
+/// `spec.workload`: replicas, autoscaling, paths, annotations, resources and image.
+fn validate_workload(w: &WorkloadSpec, out: &mut Vec<Invalid>) {
+    in_range(out, "spec.workload.replicas", w.replicas, 0..=100);
     if let Some(a) = &w.autoscaling {
         in_range(
-            &mut out,
+            out,
             "spec.workload.autoscaling.minReplicas",
             a.min_replicas,
             1..=100,
         );
         in_range(
-            &mut out,
+            out,
             "spec.workload.autoscaling.maxReplicas",
             a.max_replicas,
             1..=100,
         );
         in_range(
-            &mut out,
+            out,
             "spec.workload.autoscaling.targetCPUUtilizationPercentage",
             a.target_cpu_utilization_percentage,
             1..=100,
@@ -1376,45 +1400,8 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             ),
         });
     }
-    let bad_labels: Vec<&str> = spec
-        .monitoring
-        .labels
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !is_qualified_name(k))
-        .collect();
-    if !bad_labels.is_empty() || spec.monitoring.labels.len() > 16 {
-        out.push(Invalid {
-            field: "spec.monitoring.labels",
-            message: format!(
-                "at most 16 labels whose keys are qualified names ([prefix/]name); refused: {bad_labels:?}"
-            ),
-        });
-    }
     if let Some(resources) = &w.resources {
-        for (field, map) in [
-            ("spec.workload.resources.requests", &resources.requests),
-            ("spec.workload.resources.limits", &resources.limits),
-        ] {
-            let Some(map) = map else { continue };
-            if map.len() > 16 {
-                out.push(Invalid {
-                    field,
-                    message: "at most 16 resources".to_owned(),
-                });
-            }
-            for (name, quantity) in map {
-                let q = quantity.0.as_str();
-                if !is_quantity(q) || q.starts_with('-') || q.len() > MAX_QUANTITY_LEN {
-                    out.push(Invalid {
-                        field,
-                        message: format!(
-                            "{name}: {q:?} is not a non-negative resource quantity of at most {MAX_QUANTITY_LEN} characters, e.g. 500m, 2 or 1Gi"
-                        ),
-                    });
-                }
-            }
-        }
+        validate_resources(resources, out);
     }
     if w.image.as_deref().is_some_and(str::is_empty) {
         out.push(Invalid {
@@ -1422,8 +1409,51 @@ pub fn validate(spec: &FaceIdTenantSpec) -> Vec<Invalid> {
             message: "must not be empty (leave it unset for the operator's default)".to_owned(),
         });
     }
-    validate_oidc(&spec.oidc, &mut out);
-    out
+}
+
+/// `spec.workload.resources`: at most 16 of each, every quantity non-negative and short.
+fn validate_resources(resources: &ResourceRequirements, out: &mut Vec<Invalid>) {
+    for (field, map) in [
+        ("spec.workload.resources.requests", &resources.requests),
+        ("spec.workload.resources.limits", &resources.limits),
+    ] {
+        let Some(map) = map else { continue };
+        if map.len() > 16 {
+            out.push(Invalid {
+                field,
+                message: "at most 16 resources".to_owned(),
+            });
+        }
+        for (name, quantity) in map {
+            let q = quantity.0.as_str();
+            if !is_quantity(q) || q.starts_with('-') || q.len() > MAX_QUANTITY_LEN {
+                out.push(Invalid {
+                    field,
+                    message: format!(
+                        "{name}: {q:?} is not a non-negative resource quantity of at most {MAX_QUANTITY_LEN} characters, e.g. 500m, 2 or 1Gi"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// `spec.monitoring`: its labels.
+fn validate_monitoring(monitoring: &MonitoringSpec, out: &mut Vec<Invalid>) {
+    let bad_labels: Vec<&str> = monitoring
+        .labels
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !is_qualified_name(k))
+        .collect();
+    if !bad_labels.is_empty() || monitoring.labels.len() > 16 {
+        out.push(Invalid {
+            field: "spec.monitoring.labels",
+            message: format!(
+                "at most 16 labels whose keys are qualified names ([prefix/]name); refused: {bad_labels:?}"
+            ),
+        });
+    }
 }
 
 /// The rules on `spec.oidc` that decide what the operator writes where (the issuer, and
@@ -1675,6 +1705,24 @@ mod tests {
                     ..ResourceRequirements::default()
                 })
             }),
+            ("spec.oidc.issuerUrl", |s| {
+                s.oidc.clients = vec![oidc_client()]
+            }),
+            ("spec.oidc.clients[].secretNamespace", |s| {
+                s.oidc.issuer_url = Some("https://login.example".into());
+                s.oidc.clients = vec![OidcClientSpec {
+                    client_type: "public".into(),
+                    secret_namespace: Some("apps".into()),
+                    ..oidc_client()
+                }]
+            }),
+            ("spec.oidc.clients[].secretNamespace", |s| {
+                s.oidc.issuer_url = Some("https://login.example".into());
+                s.oidc.clients = vec![OidcClientSpec {
+                    secret_namespace: Some("Apps_1".into()),
+                    ..oidc_client()
+                }]
+            }),
         ];
         for (field, edit) in cases {
             let mut s = spec();
@@ -1696,7 +1744,23 @@ mod tests {
         s.tokens.signing_keys.overlap_minutes = 1440;
         s.tokens.legacy_hs256 = Some(true);
         s.tokens.access_token_algorithm = Some("HS256".into());
+        s.oidc.issuer_url = Some("https://login.example".into());
+        s.oidc.clients = vec![OidcClientSpec {
+            secret_namespace: Some("apps-1".into()),
+            ..oidc_client()
+        }];
         assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+    }
+
+    fn oidc_client() -> OidcClientSpec {
+        OidcClientSpec {
+            client_id: "shop".into(),
+            client_type: "confidential".into(),
+            redirect_uris: vec!["https://shop.example/cb".into()],
+            post_logout_redirect_uris: Vec::new(),
+            id_token_signed_response_alg: None,
+            secret_namespace: None,
+        }
     }
 
     #[test]

@@ -175,6 +175,20 @@ fn cel_rules_refuse_what_the_api_forbids() {
             serde_json::json!({"accessTokenAlgorithm": "HS256", "legacyHs256": false}),
             "legacyHs256",
         ),
+        // OpenID clients need an issuer; only a confidential one has a Secret to place.
+        (
+            "/spec/oidc",
+            serde_json::json!({"clients": [{"clientId": "shop", "type": "confidential",
+                "redirectUris": ["https://shop.example/cb"]}]}),
+            "issuerUrl is required",
+        ),
+        (
+            "/spec/oidc",
+            serde_json::json!({"issuerUrl": "https://login.example",
+                "clients": [{"clientId": "spa", "type": "public", "secretNamespace": "apps",
+                    "redirectUris": ["https://spa.example/cb"]}]}),
+            "only for confidential clients",
+        ),
     ];
     for (pointer, value, expected) in cases {
         let object = with(base.clone(), pointer, value.clone());
