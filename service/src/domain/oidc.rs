@@ -323,11 +323,60 @@ pub enum RequestRefusal {
 }
 
 /// Validates the parameters of an authorization request (`/authorize` query, or the
-/// same fields posted back by the login page) against the registered clients.
+/// same fields posted back by the login page) against the registered clients: first
+/// what makes the redirect URI trustworthy (refused without redirecting), then the rest
+/// (refused by redirecting the error to the client).
 pub fn validate_request(
     clients: &ClientRegistry,
     params: &[(String, String)],
 ) -> Result<AuthorizationRequest, RequestRefusal> {
+    let (map, duplicated) = parameter_map(params);
+    let (client, redirect_uri) = registered_target(clients, &map, duplicated)?;
+    let state = map.get("state").map(|s| (*s).to_owned());
+    let redirected = |(code, description): Refusal| RequestRefusal::Redirect {
+        redirect_uri: redirect_uri.to_owned(),
+        error: OAuthError::new(code, description),
+        state: state.clone().filter(|s| s.len() <= MAX_ECHOED_LEN),
+    };
+    if let Some(name) = duplicated {
+        return Err(redirected((
+            ErrorCode::InvalidRequest,
+            format!("{name} is given more than once"),
+        )));
+    }
+    supported_flow(&map).map_err(redirected)?;
+    let scope = requested_scope(&map).map_err(redirected)?;
+    let code_challenge = pkce_challenge(&map).map_err(redirected)?;
+    let nonce = echoed_values(&map, state.as_deref()).map_err(redirected)?;
+    if map
+        .get("prompt")
+        .is_some_and(|p| p.split(' ').any(|v| v == "none"))
+    {
+        return Err(redirected(refusal(
+            ErrorCode::LoginRequired,
+            "every authorization needs the user's face: prompt=none cannot be answered",
+        )));
+    }
+    Ok(AuthorizationRequest {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        scope,
+        state,
+        nonce,
+        code_challenge,
+    })
+}
+
+/// An authorization request's error before it is sent to the client: code and
+/// description.
+type Refusal = (ErrorCode, String);
+
+fn refusal(code: ErrorCode, description: &str) -> Refusal {
+    (code, description.to_owned())
+}
+
+/// The parameters by name (the last of a repeated one) and the name of a repeated one.
+fn parameter_map(params: &[(String, String)]) -> (BTreeMap<&str, &str>, Option<&str>) {
     let mut map: BTreeMap<&str, &str> = BTreeMap::new();
     let mut duplicated = None;
     for (k, v) in params {
@@ -335,6 +384,16 @@ pub fn validate_request(
             duplicated = Some(k.as_str());
         }
     }
+    (map, duplicated)
+}
+
+/// The registered client and the redirect URI registered for it: without both an
+/// error is shown, never redirected (to what could be an attacker's address).
+fn registered_target<'a>(
+    clients: &'a ClientRegistry,
+    map: &BTreeMap<&str, &'a str>,
+    duplicated: Option<&str>,
+) -> Result<(&'a Client, &'a str), RequestRefusal> {
     let unredirectable = |m: &str| RequestRefusal::Unredirectable(m.to_owned());
     let client_id = map
         .get("client_id")
@@ -342,7 +401,7 @@ pub fn validate_request(
     let client = clients
         .get(client_id)
         .ok_or_else(|| unredirectable("the client_id is not a registered client of this tenant"))?;
-    let redirect_uri = map
+    let redirect_uri = *map
         .get("redirect_uri")
         .ok_or_else(|| unredirectable("redirect_uri is missing"))?;
     if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
@@ -353,26 +412,19 @@ pub fn validate_request(
     if let Some(name) = duplicated.filter(|n| matches!(*n, "client_id" | "redirect_uri")) {
         return Err(unredirectable(&format!("{name} is given more than once")));
     }
-    let state = map.get("state").map(|s| (*s).to_owned());
-    let refuse = |code: ErrorCode, description: &str| RequestRefusal::Redirect {
-        redirect_uri: (*redirect_uri).to_owned(),
-        error: OAuthError::new(code, description),
-        state: state.clone().filter(|s| s.len() <= MAX_ECHOED_LEN),
-    };
-    if let Some(name) = duplicated {
-        return Err(refuse(
-            ErrorCode::InvalidRequest,
-            &format!("{name} is given more than once"),
-        ));
-    }
+    Ok((client, redirect_uri))
+}
+
+/// The authorization code flow with query responses, and no request objects.
+fn supported_flow(map: &BTreeMap<&str, &str>) -> Result<(), Refusal> {
     if map.contains_key("request") {
-        return Err(refuse(
+        return Err(refusal(
             ErrorCode::RequestNotSupported,
             "request objects are not supported",
         ));
     }
     if map.contains_key("request_uri") {
-        return Err(refuse(
+        return Err(refusal(
             ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
         ));
@@ -380,84 +432,78 @@ pub fn validate_request(
     match map.get("response_type") {
         Some(&"code") => {}
         Some(_) => {
-            return Err(refuse(
+            return Err(refusal(
                 ErrorCode::UnsupportedResponseType,
                 "only the authorization code flow (response_type=code) is supported",
             ));
         }
         None => {
-            return Err(refuse(
+            return Err(refusal(
                 ErrorCode::InvalidRequest,
                 "response_type is missing",
             ));
         }
     }
     if map.get("response_mode").is_some_and(|m| *m != "query") {
-        return Err(refuse(
+        return Err(refusal(
             ErrorCode::InvalidRequest,
             "only response_mode=query is supported",
         ));
     }
+    Ok(())
+}
+
+/// The scopes asked for that the provider knows (space-separated), `openid` required.
+fn requested_scope(map: &BTreeMap<&str, &str>) -> Result<String, Refusal> {
     let asked: Vec<&str> = map
         .get("scope")
         .map_or(Vec::new(), |s| s.split(' ').collect());
     if !asked.contains(&"openid") {
-        return Err(refuse(
+        return Err(refusal(
             ErrorCode::InvalidScope,
             "the scope must include openid",
         ));
     }
-    let scope = SCOPES
+    Ok(SCOPES
         .iter()
         .filter(|s| asked.contains(s))
         .copied()
         .collect::<Vec<_>>()
-        .join(" ");
-    let code_challenge = match (map.get("code_challenge"), map.get("code_challenge_method")) {
-        (Some(c), Some(&"S256")) if is_s256_challenge(c) => (*c).to_owned(),
-        (Some(_), Some(&"S256")) => {
-            return Err(refuse(
-                ErrorCode::InvalidRequest,
-                "code_challenge must be 43 base64url characters (S256)",
-            ));
-        }
-        (Some(_), _) => {
-            return Err(refuse(
-                ErrorCode::InvalidRequest,
-                "code_challenge_method must be S256",
-            ));
-        }
-        (None, _) => {
-            return Err(refuse(
-                ErrorCode::InvalidRequest,
-                "PKCE is required: code_challenge and code_challenge_method=S256",
-            ));
-        }
-    };
-    if state.as_ref().is_some_and(|s| s.len() > MAX_ECHOED_LEN) {
-        return Err(refuse(ErrorCode::InvalidRequest, "state is too long"));
+        .join(" "))
+}
+
+/// The PKCE S256 challenge, required of every client.
+fn pkce_challenge(map: &BTreeMap<&str, &str>) -> Result<String, Refusal> {
+    match (map.get("code_challenge"), map.get("code_challenge_method")) {
+        (Some(c), Some(&"S256")) if is_s256_challenge(c) => Ok((*c).to_owned()),
+        (Some(_), Some(&"S256")) => Err(refusal(
+            ErrorCode::InvalidRequest,
+            "code_challenge must be 43 base64url characters (S256)",
+        )),
+        (Some(_), _) => Err(refusal(
+            ErrorCode::InvalidRequest,
+            "code_challenge_method must be S256",
+        )),
+        (None, _) => Err(refusal(
+            ErrorCode::InvalidRequest,
+            "PKCE is required: code_challenge and code_challenge_method=S256",
+        )),
+    }
+}
+
+/// The `nonce`, once it and `state` (both echoed later) are known to be short enough.
+fn echoed_values(
+    map: &BTreeMap<&str, &str>,
+    state: Option<&str>,
+) -> Result<Option<String>, Refusal> {
+    if state.is_some_and(|s| s.len() > MAX_ECHOED_LEN) {
+        return Err(refusal(ErrorCode::InvalidRequest, "state is too long"));
     }
     let nonce = map.get("nonce").map(|n| (*n).to_owned());
     if nonce.as_ref().is_some_and(|n| n.len() > MAX_ECHOED_LEN) {
-        return Err(refuse(ErrorCode::InvalidRequest, "nonce is too long"));
+        return Err(refusal(ErrorCode::InvalidRequest, "nonce is too long"));
     }
-    if map
-        .get("prompt")
-        .is_some_and(|p| p.split(' ').any(|v| v == "none"))
-    {
-        return Err(refuse(
-            ErrorCode::LoginRequired,
-            "every authorization needs the user's face: prompt=none cannot be answered",
-        ));
-    }
-    Ok(AuthorizationRequest {
-        client_id: client.id.clone(),
-        redirect_uri: (*redirect_uri).to_owned(),
-        scope,
-        state,
-        nonce,
-        code_challenge,
-    })
+    Ok(nonce)
 }
 
 fn is_s256_challenge(c: &str) -> bool {
