@@ -312,7 +312,49 @@ pub fn default_resources() -> ResourceRequirements {
 /// The service's Deployment.
 pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
     let spec = &tenant.spec;
-    let w = &spec.workload;
+    let mut annotations = spec.workload.pod_annotations.clone();
+    annotations.insert(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        config_hash(&render_env(tenant, &inputs.secrets)),
+    );
+    Deployment {
+        metadata: meta(tenant, workload_name(tenant)),
+        spec: Some(DeploymentSpec {
+            // With an autoscaler the replica count is the autoscaler's to set.
+            replicas: spec
+                .workload
+                .autoscaling
+                .is_none()
+                .then_some(spec.workload.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(tenant)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(tenant)),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(tenant, container(tenant, inputs))),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The service's container: its image, settings (the ConfigMap, and the secrets by
+/// reference), probes and a locked-down security context.
+fn container(tenant: &FaceIdTenant, inputs: &Inputs) -> Container {
+    let spec = &tenant.spec;
     let mut env = vec![
         secret_env("DATABASE_URL", &secret_name(tenant), keys::DATABASE_URL),
         secret_env("SECRET_KEY", &secret_name(tenant), keys::SECRET_KEY),
@@ -327,14 +369,7 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
             &redis.secret_ref.key,
         ));
     }
-    let mut annotations = spec.workload.pod_annotations.clone();
-    annotations.insert(
-        CONFIG_HASH_ANNOTATION.to_owned(),
-        config_hash(&render_env(tenant, &inputs.secrets)),
-    );
-    let pod_labels = labels(tenant);
-
-    let container = Container {
+    Container {
         name: "faceid".to_owned(),
         image: Some(inputs.image.clone()),
         args: Some(vec!["serve".to_owned()]),
@@ -377,67 +412,42 @@ pub fn deployment(tenant: &FaceIdTenant, inputs: &Inputs) -> Deployment {
             ..VolumeMount::default()
         }]),
         ..Container::default()
-    };
-    Deployment {
-        metadata: meta(tenant, workload_name(tenant)),
-        spec: Some(DeploymentSpec {
-            // With an autoscaler the replica count is the autoscaler's to set.
-            replicas: spec
-                .workload
-                .autoscaling
-                .is_none()
-                .then_some(spec.workload.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(tenant)),
-                ..LabelSelector::default()
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
+    }
+}
+
+/// The pod around `container`: non-root with the runtime's seccomp profile, no service
+/// account token, a small writable `/tmp`, and the spec's scheduling fields.
+fn pod_spec(tenant: &FaceIdTenant, container: Container) -> PodSpec {
+    let w = &tenant.spec.workload;
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![container],
-                    image_pull_secrets: non_empty(w.image_pull_secrets.clone()),
-                    node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
-                    tolerations: non_empty(w.tolerations.clone()),
-                    topology_spread_constraints: Some(spread(tenant)),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".to_owned())),
-                            ..EmptyDirVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+            ..PodSecurityContext::default()
         }),
-        ..Deployment::default()
+        containers: vec![container],
+        image_pull_secrets: non_empty(w.image_pull_secrets.clone()),
+        node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
+        tolerations: non_empty(w.tolerations.clone()),
+        topology_spread_constraints: Some(spread(tenant)),
+        volumes: Some(vec![Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".to_owned())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
     }
 }
 
