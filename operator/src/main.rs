@@ -221,24 +221,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(lost);
 
-    match health::supervise(
+    let outcome = health::supervise(
         &health,
         &mut controller,
         &mut lost,
         &mut shutdown,
         &mut server,
     )
-    .await
-    {
+    .await;
+    conclude(outcome, controller, stop_tx, lost, elector.as_ref()).await
+}
+
+/// Acts on why the operator stops: a shutdown stops the controller within its grace and
+/// releases the Lease; anything else ends the process with the reason (so that it
+/// restarts), releasing the Lease unless leadership was lost.
+async fn conclude(
+    outcome: Outcome,
+    mut controller: tokio::task::JoinHandle<()>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    lost: impl std::future::Future<Output = ()>,
+    elector: Option<&LeaderElector>,
+) -> anyhow::Result<()> {
+    match outcome {
         Outcome::Shutdown => {
             tracing::info!("shutting down: stopping the controller");
-            match health::stop_controller(
-                &mut controller,
-                stop_tx,
-                CONTROLLER_STOP_TIMEOUT,
-                &mut lost,
-            )
-            .await
+            match health::stop_controller(&mut controller, stop_tx, CONTROLLER_STOP_TIMEOUT, lost)
+                .await
             {
                 Stopped::InTime => {}
                 Stopped::TimedOut => tracing::warn!(
@@ -249,7 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     anyhow::bail!("leadership lost while shutting down");
                 }
             }
-            release(elector.as_ref()).await;
+            release(elector).await;
             tracing::info!("stopped");
             Ok(())
         }
@@ -261,14 +269,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Outcome::ControllerEnded(exit) => {
             tracing::error!(?exit, "the controller loop ended unexpectedly");
-            release(elector.as_ref()).await;
+            release(elector).await;
             anyhow::bail!("the controller loop ended unexpectedly ({exit:?})")
         }
         Outcome::ServerEnded(why) => {
             tracing::error!(reason = %why, "the HTTP server stopped");
             controller.abort();
             let _ = (&mut controller).await;
-            release(elector.as_ref()).await;
+            release(elector).await;
             anyhow::bail!("the HTTP server stopped: {why}")
         }
     }
