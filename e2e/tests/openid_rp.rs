@@ -5,7 +5,9 @@
 //! token validation against the JWKS, userinfo, introspection, refresh, RP-initiated
 //! logout, and the refusals (replayed code, wrong state, nonce or verifier, another
 //! client, unregistered redirect URI, `alg: none`, HS256 keyed with a public key, the
-//! other tenant's keys). `e2e/browser/oidc_rp.mjs` lists its checks.
+//! other tenant's keys). `e2e/browser/oidc_rp.mjs` lists its checks. A second test runs
+//! docs/INTEGRATION.md's Python examples as written (Flask + Authlib, PyJWT) against two
+//! tenants.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -197,4 +199,72 @@ async fn a_certified_client_signs_in_to_two_tenants_by_face() {
         }
     }
     let _ = std::fs::remove_file(&video);
+}
+
+/// docs/INTEGRATION.md's Python examples, run as written: the Flask app signing in with
+/// Authlib (EdDSA at one tenant, ES256 at the other), and the resource server verifying
+/// the access token with PyJWT and introspection (`e2e/python/oidc_authlib.py`).
+#[tokio::test]
+async fn the_documented_python_app_signs_in_with_authlib() {
+    let python = required_env("FACEID_PYTHON").unwrap();
+    let a = start_tenant("a").await;
+    let b = start_tenant("b").await;
+    let tenant_json = |t: &Tenant, name: &str, alg: &str| {
+        serde_json::json!({
+            "issuer": t.issuer,
+            "client_id": format!("app-{name}"),
+            "client_secret": t.secret,
+            "redirect_uri": "http://localhost:3000/callback",
+            "photo": faces_dir().join(PHOTO).display().to_string(),
+            "id_token_alg": alg,
+        })
+    };
+    let config = serde_json::json!({
+        "tenants": [tenant_json(&a, "a", "EdDSA"), tenant_json(&b, "b", "ES256")],
+    });
+    let artifacts = repo_root().join("e2e/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let config_path = artifacts.join("oidc-authlib.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = Command::new(python)
+        .arg(repo_root().join("e2e/python/oidc_authlib.py"))
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Authlib run failed:\n{stdout}\n{}\ntenant A log:\n{}\ntenant B log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.service.log_tail(),
+        b.service.log_tail()
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let checks: Vec<&str> = summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for (tenant, alg) in [("tenant A", "EdDSA"), ("tenant B", "ES256")] {
+        for what in [
+            "Authlib sends PKCE S256, state and nonce".to_owned(),
+            "the login page is served".to_owned(),
+            "redirected to the registered callback".to_owned(),
+            "Authlib's callback accepts the code".to_owned(),
+            format!("ID token verified by Authlib ({alg})"),
+            "amr face and the liveness claim".to_owned(),
+            "PyJWT verifies the access token with the JWKS".to_owned(),
+            "the other tenant's JWKS refuses it".to_owned(),
+            "introspection says active".to_owned(),
+            "a revoked refresh token is refused".to_owned(),
+            "a revoked access token is inactive at once".to_owned(),
+        ] {
+            let name = format!("{tenant}: {what}");
+            assert!(
+                checks.contains(&name.as_str()),
+                "not checked: {name}\n{stdout}"
+            );
+        }
+    }
 }
