@@ -1572,8 +1572,8 @@ async fn an_oidc_client_secret_reaches_the_apps_namespace_only_with_its_consent(
             .is_none()
     );
 
-    // The app's namespace accepts this tenant namespace (among others); the next change
-    // of the tenant writes the Secret there.
+    // The app's namespace accepts this tenant namespace (among others): the operator,
+    // watching namespaces, writes the Secret there without any change to the tenant.
     namespaces
         .patch(
             app_ns,
@@ -1583,14 +1583,7 @@ async fn an_oidc_client_secret_reaches_the_apps_namespace_only_with_its_consent(
         )
         .await
         .unwrap();
-    api.patch(
-        "idp",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"rateLimits": {"login": "20/minute"}}})),
-    )
-    .await
-    .unwrap();
-    let t = wait_ready(&api, "idp").await;
+    let t = wait_condition(&api, "idp", "Ready", "True", None, Duration::from_secs(60)).await;
     let entry = format!("{app_ns}/faceid-oidc-idp-web");
     assert_eq!(t.status.unwrap().oidc_client_secrets, [entry]);
     let mounted = app_secrets.get("faceid-oidc-idp-web").await.unwrap();

@@ -38,6 +38,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -1081,8 +1082,7 @@ async fn secret_namespace_accepts(
     Ok(secret_blocked(
         reasons::SECRET_NAMESPACE_NOT_ACCEPTED,
         format!(
-            "Secret {at} for OpenID client {client_id:?} not written: {problem}; re-checked every {} minutes and on every change of the tenant",
-            REFUSED_RETRY.as_secs() / 60
+            "Secret {at} for OpenID client {client_id:?} not written: {problem}; re-checked when that namespace or the tenant changes"
         ),
         REFUSED_RETRY,
     ))
@@ -2418,6 +2418,8 @@ async fn cleanup_failed(
 /// ConfigMap, Service, autoscaler or disruption budget is repaired at once. Secrets are
 /// deliberately not watched: that would need `list`/`watch` on every Secret of the
 /// cluster; the operator's own Secret is re-checked on the periodic resync instead.
+/// Namespaces are watched (read-only) for the tenants whose OpenID client Secrets wait
+/// for a namespace to accept them.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
@@ -2425,34 +2427,114 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=faceid-operator");
-    Controller::new(
+    let controller = Controller::new(
         Api::<FaceIdTenant>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        managed.clone(),
-    )
-    .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
-    .owns(Api::<HorizontalPodAutoscaler>::all(client), managed)
-    .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, action)) => tracing::debug!(tenant = %obj, ?action, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile error"),
-        }
-    })
-    .await;
+    );
+    let tenants = controller.store();
+    controller
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            move |ns| {
+                tenants_placing_secrets_in(
+                    tenants.state().iter().map(AsRef::as_ref),
+                    &ns.name_any(),
+                )
+            },
+        )
+        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            managed.clone(),
+        )
+        .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+        .owns(Api::<HorizontalPodAutoscaler>::all(client), managed)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => tracing::debug!(tenant = %obj, ?action, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// The tenants with a confidential OpenID client whose Secret goes into namespace `ns`:
+/// a change of that namespace (its acceptance annotation) is acted on at once.
+fn tenants_placing_secrets_in<'a>(
+    tenants: impl IntoIterator<Item = &'a FaceIdTenant>,
+    ns: &str,
+) -> Vec<ObjectRef<FaceIdTenant>> {
+    tenants
+        .into_iter()
+        .filter(|t| {
+            t.namespace().as_deref() != Some(ns)
+                && t.spec
+                    .oidc
+                    .clients
+                    .iter()
+                    .any(|c| c.is_confidential() && c.secret_namespace.as_deref() == Some(ns))
+        })
+        .map(ObjectRef::from_obj)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_change_concerns_the_tenants_placing_client_secrets_there() {
+        let tenant = |name: &str, ns: &str, clients: serde_json::Value| -> FaceIdTenant {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "faceid.dev/v1alpha1", "kind": "FaceIdTenant",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"database": {"connectionSecretRef": {"name": "pg"}, "schema": name},
+                    "oidc": {"issuerUrl": "https://login.example", "clients": clients}}
+            }))
+            .unwrap()
+        };
+        let client = |ty: &str, ns: Option<&str>| {
+            serde_json::json!({"clientId": "web", "type": ty, "secretNamespace": ns,
+                "redirectUris": ["https://shop.example/cb"]})
+        };
+        let tenants = [
+            tenant(
+                "shop",
+                "idp",
+                serde_json::json!([client("confidential", Some("apps"))]),
+            ),
+            tenant(
+                "own",
+                "idp",
+                serde_json::json!([client("confidential", None)]),
+            ),
+            tenant("spa", "idp", serde_json::json!([client("public", None)])),
+            tenant(
+                "other",
+                "idp",
+                serde_json::json!([client("confidential", Some("billing"))]),
+            ),
+        ];
+        let names = |ns: &str| -> Vec<String> {
+            tenants_placing_secrets_in(&tenants, ns)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names("apps"), ["shop"]);
+        assert_eq!(names("billing"), ["other"]);
+        assert!(
+            names("idp").is_empty(),
+            "its own namespace is not watched for it"
+        );
+        assert!(names("elsewhere").is_empty());
+    }
 
     #[test]
     fn backoff_is_jittered_between_half_the_ceiling_and_the_ceiling() {

@@ -131,7 +131,7 @@ fn rendered_manifests_parse_as_kubernetes_objects() {
                         );
                     }
                     if resources.contains(&"namespaces".to_owned()) {
-                        assert_eq!(rule.verbs, ["get"], "namespaces: read one at a time");
+                        assert_eq!(rule.verbs, ["get", "list", "watch"], "namespaces: read only");
                     }
                 }
             }
