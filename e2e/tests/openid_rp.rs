@@ -84,6 +84,34 @@ async fn start_tenant(name: &str) -> Tenant {
     }
 }
 
+/// Runs a relying-party script (`what`, for messages) to its end: the names of the checks
+/// it passed (its last line of output, `{"ok", "checks"}`) and its whole output; fails the
+/// test with the tenants' logs when it failed.
+fn run_relying_party(
+    mut command: Command,
+    what: &str,
+    tenants: [&Tenant; 2],
+) -> (Vec<String>, String) {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} run failed:\n{stdout}\n{}\ntenant A log:\n{}\ntenant B log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tenants[0].service.log_tail(),
+        tenants[1].service.log_tail()
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{stdout}");
+    let checks = summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    (checks, stdout)
+}
+
 #[tokio::test]
 async fn a_certified_client_signs_in_to_two_tenants_by_face() {
     let chromium = required_env("CHROMIUM").unwrap();
@@ -117,29 +145,13 @@ async fn a_certified_client_signs_in_to_two_tenants_by_face() {
     let config_path = artifacts.join("oidc-rp.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
 
-    let out = Command::new("node")
-        .arg(repo_root().join("e2e/browser/oidc_rp.mjs"))
+    let mut node = Command::new("node");
+    node.arg(repo_root().join("e2e/browser/oidc_rp.mjs"))
         .arg(&config_path)
         .env("CHROMIUM", chromium)
-        .env("NODE_PATH", node_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "relying-party run failed:\n{stdout}\n{}\ntenant A log:\n{}\ntenant B log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        a.service.log_tail(),
-        b.service.log_tail()
-    );
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["ok"], true, "{stdout}");
-    let checks: Vec<&str> = summary["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c.as_str())
-        .collect();
+        .env("NODE_PATH", node_path);
+    let (checks, stdout) = &run_relying_party(node, "relying-party", [&a, &b]);
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
     // Every behaviour was checked, for both tenants, not skipped.
     for tenant in ["tenant A", "tenant B"] {
         for what in [
@@ -226,26 +238,12 @@ async fn the_documented_python_app_signs_in_with_authlib() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let config_path = artifacts.join("oidc-authlib.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let out = Command::new(python)
+    let mut authlib = Command::new(python);
+    authlib
         .arg(repo_root().join("e2e/python/oidc_authlib.py"))
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "Authlib run failed:\n{stdout}\n{}\ntenant A log:\n{}\ntenant B log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        a.service.log_tail(),
-        b.service.log_tail()
-    );
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let checks: Vec<&str> = summary["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c.as_str())
-        .collect();
+        .arg(&config_path);
+    let (checks, stdout) = &run_relying_party(authlib, "Authlib", [&a, &b]);
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
     for (tenant, alg) in [("tenant A", "EdDSA"), ("tenant B", "ES256")] {
         for what in [
             "Authlib sends PKCE S256, state and nonce".to_owned(),
