@@ -122,6 +122,26 @@ async fn fifty_megapixel_photos_log_in_and_sixteen_at_once_stay_within_the_memor
         assert_eq!(status, 200, "{body}");
     }
     let (rss, peak) = rss_mib(service.pid()).unwrap();
+    // Operators see how often photos arrive above the limit: each 50 MP photo was
+    // decoded at a quarter of its sides (3.2 MP).
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("faceid_photo_decodes_total{reduced_by=\"4\"} 17"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("photo_decodes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains("faceid_photo_decodes_total{reduced_by=\"1\"} 1"));
     println!(
         "50 MP JPEG of {} bytes: RSS after one login {rss_after_one:.0} MiB, after 16 at once \
          {rss:.0} MiB, peak (VmHWM) {peak:.0} MiB",

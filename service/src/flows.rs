@@ -220,15 +220,20 @@ async fn analyze(state: &AppState, image: Bytes, purpose: Purpose) -> Result<Ana
         .face_match_latency
         .with_label_values(&["analyze"])
         .observe(started.elapsed().as_secs_f64());
-    if let Ok(analysis) = &result
-        && let Some(live) = &analysis.liveness
-    {
-        let label = if live.is_live { "live" } else { "spoof" };
+    if let Ok(analysis) = &result {
         state
             .metrics()
-            .liveness_checks
-            .with_label_values(&[label])
+            .photo_decodes
+            .with_label_values(&[&analysis.reduced_by.to_string()])
             .inc();
+        if let Some(live) = &analysis.liveness {
+            let label = if live.is_live { "live" } else { "spoof" };
+            state
+                .metrics()
+                .liveness_checks
+                .with_label_values(&[label])
+                .inc();
+        }
     }
     result
 }

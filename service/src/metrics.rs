@@ -15,6 +15,8 @@ pub struct Metrics {
     pub login_attempts: IntCounterVec,
     /// `faceid_liveness_checks_total{result}`.
     pub liveness_checks: IntCounterVec,
+    /// `faceid_photo_decodes_total{reduced_by}`.
+    pub photo_decodes: IntCounterVec,
     /// `faceid_face_match_latency_seconds{stage}`: face analysis and matching time.
     pub face_match_latency: HistogramVec,
     /// `faceid_vector_search_duration_seconds{kind}`: the nearest-neighbour query.
@@ -77,6 +79,11 @@ impl Metrics {
                 "Liveness checks by result",
                 &["result"],
             )?,
+            photo_decodes: counter(
+                "faceid_photo_decodes_total",
+                "Analysed photos by decoding scale: 1 full size; 2, 4 or 8 a JPEG above the pixel limit (a phone photo) decoded at that fraction",
+                &["reduced_by"],
+            )?,
             face_match_latency: histogram(
                 "faceid_face_match_latency_seconds",
                 "Face analysis (decode, detect, embed, liveness) and matching time",
@@ -123,6 +130,9 @@ impl Metrics {
             .with_label_values(&["failure", "face_not_recognized"]);
         for result in ["live", "spoof"] {
             metrics.liveness_checks.with_label_values(&[result]);
+        }
+        for by in ["1", "2", "4", "8"] {
+            metrics.photo_decodes.with_label_values(&[by]);
         }
         metrics.face_match_latency.with_label_values(&["analyze"]);
         for kind in ["one_to_one", "one_to_many"] {

@@ -469,7 +469,8 @@ impl FaceEngine {
         let start = Instant::now();
         let mut t = StageTimings::default();
 
-        let img = decode::decode(bytes, &self.inner.config.limits)?.rgb;
+        let decoded = decode::decode(bytes, &self.inner.config.limits)?;
+        let (img, reduced_by) = (decoded.rgb, decoded.reduced_by);
         t.decode_ms = ms(start);
 
         let t0 = Instant::now();
@@ -511,6 +512,7 @@ impl FaceEngine {
             },
             face_count: faces.len(),
             liveness,
+            reduced_by,
             timings: t,
         })
     }

@@ -336,6 +336,9 @@ pub struct Analysis {
     pub face_count: usize,
     /// Present when [`AnalyzeOptions::liveness`] was set.
     pub liveness: Option<LivenessReport>,
+    /// 1 when the photo was decoded at full size; 2, 4 or 8 when a JPEG above the pixel
+    /// limit was decoded at that fraction of its size ([`decode::Decoded::reduced_by`]).
+    pub reduced_by: u32,
     /// Milliseconds per stage.
     pub timings: StageTimings,
 }
