@@ -1717,20 +1717,28 @@ async fn oidc_secrets_step(
     status: &mut FaceIdTenantStatus,
 ) -> Result<Step<()>> {
     let in_namespace = |ns: &str| Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let before = tenant
+        .status
+        .as_ref()
+        .map(|s| s.oidc_client_secrets.clone())
+        .unwrap_or_default();
     let mut entries = Vec::with_capacity(desired.len());
     for secret in desired {
         let at = oidc::SecretRef {
             namespace: secret.namespace().unwrap_or_default(),
             name: secret.name_any(),
         };
-        step!(apply_child(ctx, &in_namespace(&at.namespace), secret).await?);
+        let applied = apply_child(ctx, &in_namespace(&at.namespace), secret).await?;
+        if let Step::Blocked(blocked) = applied {
+            // What was written so far stays recorded (with what was there before), so
+            // that a Secret in another namespace is never left behind unrecorded.
+            status.oidc_client_secrets = before.iter().chain(&entries).cloned().collect();
+            status.oidc_client_secrets.sort();
+            status.oidc_client_secrets.dedup();
+            return Ok(Step::Blocked(blocked));
+        }
         entries.push(at.status_entry(tenant));
     }
-    let before = tenant
-        .status
-        .as_ref()
-        .map(|s| s.oidc_client_secrets.clone())
-        .unwrap_or_default();
     for entry in before.iter().filter(|e| !entries.contains(e)) {
         let stale = oidc::SecretRef::from_status_entry(tenant, entry);
         if let Some(blocked) = delete_client_secret(ctx, tenant, &stale).await? {
