@@ -760,3 +760,75 @@ async fn the_password_fallback_is_off_unless_the_tenant_enables_it() {
     assert_eq!(id["amr"], serde_json::json!(["pwd"]));
     assert!(id.get("liveness").is_none());
 }
+
+/// A browser app (public client) calls `/token`, `/userinfo` and `/revoke` from the
+/// origin of its redirect URI without any CORS setting; other origins get no CORS
+/// headers there; the discovery document and the JWKS are open to any origin; the
+/// original API keeps `CORS_ORIGINS` only.
+#[tokio::test]
+async fn browser_apps_reach_the_protocol_endpoints_from_their_own_origin() {
+    let t = tenant().await;
+    let preflight = |path: &str, origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri(path)
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = |r: &common::Reply| {
+        r.headers
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    for path in ["/token", "/userinfo", "/revoke"] {
+        // The SPA's redirect URI is http://localhost:5173/cb: its origin.
+        let r = t
+            .send(preflight(path, "http://localhost:5173"), "10.9.0.1")
+            .await;
+        assert_eq!(
+            allowed(&r).as_deref(),
+            Some("http://localhost:5173"),
+            "{path}"
+        );
+        // The confidential client's origin is a server's, and strangers get nothing.
+        for other in ["https://shop.example", "https://evil.example"] {
+            let r = t.send(preflight(path, other), "10.9.0.1").await;
+            assert_eq!(allowed(&r), None, "{path} from {other}");
+        }
+    }
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let r = t
+            .send(
+                Request::builder()
+                    .uri(path)
+                    .header(header::ORIGIN, "https://anyone.example")
+                    .body(Body::empty())
+                    .unwrap(),
+                "10.9.0.1",
+            )
+            .await;
+        r.expect(200);
+        assert_eq!(allowed(&r).as_deref(), Some("*"), "{path}");
+    }
+    let r = t
+        .send(
+            preflight("/api/v1/auth/login", "http://localhost:5173"),
+            "10.9.0.1",
+        )
+        .await;
+    assert_eq!(
+        allowed(&r),
+        None,
+        "the original API follows CORS_ORIGINS only"
+    );
+    // Method errors on the protocol endpoints keep the API's error body.
+    t.get("/token", None)
+        .await
+        .expect_error(405, "method_not_allowed");
+}

@@ -185,6 +185,25 @@ impl ClientRegistry {
         self.clients.is_empty()
     }
 
+    /// The web origins of the public clients' redirect URIs (`https://spa.example`,
+    /// `http://localhost:3000`): a browser app calls `/token`, `/userinfo` and `/revoke`
+    /// from there, so those endpoints answer it with CORS headers. Native apps'
+    /// private-use schemes have no web origin.
+    pub fn browser_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .clients
+            .values()
+            .filter(|c| c.kind == ClientKind::Public)
+            .flat_map(|c| &c.redirect_uris)
+            .filter_map(|uri| url::Url::parse(uri).ok())
+            .filter(|url| matches!(url.scheme(), "https" | "http"))
+            .map(|url| url.origin().ascii_serialization())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins
+    }
+
     /// Authenticates a client at the token, revocation or introspection endpoint:
     /// a confidential client must present its secret; a public client presents none.
     pub fn authenticate(&self, id: &str, secret: Option<&str>) -> Result<&Client, OAuthError> {
@@ -724,6 +743,22 @@ mod tests {
             .is_err()
         );
         assert!(ClientRegistry::from_json("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn browser_origins_are_the_public_clients_web_origins() {
+        let registry = ClientRegistry::from_json(&format!(
+            r#"[{{"client_id":"web","redirect_uris":["https://shop.example/cb"],"secret_sha256":"{}"}},
+                {{"client_id":"spa","redirect_uris":["https://spa.example:8443/cb","https://spa.example:8443/other"]}},
+                {{"client_id":"dev","redirect_uris":["http://localhost:5173/cb"]}},
+                {{"client_id":"native","redirect_uris":["com.example.app:/cb"]}}]"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(
+            registry.browser_origins(),
+            ["http://localhost:5173", "https://spa.example:8443"]
+        );
     }
 
     #[test]

@@ -70,11 +70,6 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
-        .route("/.well-known/jwks.json", get(routes::well_known::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(routes::openid::discovery),
-        )
         .route("/authorize", get(routes::openid::authorize))
         .route("/authorize/face", post(routes::openid::authorize_face))
         .route(
@@ -82,12 +77,6 @@ pub fn app(state: AppState) -> Router {
             post(routes::openid::authorize_password),
         )
         .route("/authorize/cancel", get(routes::openid::authorize_cancel))
-        .route("/token", post(routes::openid::token))
-        .route(
-            "/userinfo",
-            get(routes::openid::userinfo).post(routes::openid::userinfo),
-        )
-        .route("/revoke", post(routes::openid::revoke))
         .route("/introspect", post(routes::openid::introspect))
         .route(
             "/logout",
@@ -97,9 +86,10 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::routes(state.config().max_upload_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(cors(&state.config().cors_origins));
 
-    api.layer(cors(&state.config().cors_origins))
+    api.merge(openid_browser_endpoints(&state))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!(event = "panic", "a request handler panicked");
@@ -128,6 +118,35 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The OpenID Provider's endpoints that a browser app (a public client) calls with
+/// `fetch`, with their own CORS: the discovery document and the JWKS are public (any
+/// origin), and `/token`, `/userinfo` and `/revoke` answer `CORS_ORIGINS` and the web
+/// origins of the public clients' redirect URIs (Keycloak's "web origins: +"), so a
+/// single-page app needs no setting beyond its registration.
+fn openid_browser_endpoints(state: &AppState) -> Router<AppState> {
+    let config = state.config();
+    let mut origins = config.cors_origins.clone();
+    origins.extend(config.oidc_clients.browser_origins());
+    let documents = Router::new()
+        .route("/.well-known/jwks.json", get(routes::well_known::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::openid::discovery),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors(&["*".to_owned()]));
+    let protocol = Router::new()
+        .route("/token", post(routes::openid::token))
+        .route(
+            "/userinfo",
+            get(routes::openid::userinfo).post(routes::openid::userinfo),
+        )
+        .route("/revoke", post(routes::openid::revoke))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors(&origins));
+    documents.merge(protocol)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
