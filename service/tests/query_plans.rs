@@ -44,8 +44,12 @@ async fn every_pooled_connection_searches_with_the_tenants_hnsw_settings() {
 #[tokio::test]
 async fn searches_and_admin_queries_use_their_indexes() {
     let t = Tenant::new(&[]).await;
+    // Seeding (an HNSW insert per row) may outlast the pool's statement timeout on a
+    // loaded machine: it runs without one, in its own transaction.
     sqlx::raw_sql(
-        "INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
+        "BEGIN;
+         SET LOCAL statement_timeout = 0;
+         INSERT INTO users (id, username, email, password_hash, face_embedding, model_version)
            SELECT gen_random_uuid(), 'user' || i, 'user' || i || '@example.com', 'x',
                   (SELECT array_agg(random() - 0.5)::vector FROM generate_series(1, 128) WHERE i > 0), 'm'
            FROM generate_series(1, 3000) i;
@@ -54,7 +58,8 @@ async fn searches_and_admin_queries_use_their_indexes() {
          INSERT INTO failed_login_attempts (id, user_id, ip_address, reason, attempted_at)
            SELECT gen_random_uuid(), NULL, '10.0.' || (i % 200) || '.1', 'no_match', now() - make_interval(mins => i)
            FROM generate_series(1, 20000) i;
-         ANALYZE;",
+         ANALYZE;
+         COMMIT;",
     )
     .execute(t.state.db())
     .await
