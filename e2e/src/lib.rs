@@ -300,6 +300,15 @@ impl ServiceProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Its `/metrics` page (the Prometheus text format).
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.url))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
 }
 
 /// Writes a YUV4MPEG2 video of `frames` identical frames of `photo`, letterboxed into

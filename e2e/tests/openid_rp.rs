@@ -16,6 +16,7 @@ use std::process::Command;
 use faceid_e2e::{
     ServiceProcess, faces_dir, free_port, repo_root, required_env, service_env, write_y4m,
 };
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 const PHOTO: &str = "genuine/jim_parsons_1.png";
@@ -84,6 +85,22 @@ async fn start_tenant(name: &str) -> Tenant {
     }
 }
 
+/// What a relying-party script needs of tenant `t` and its client `app-<name>` (ID tokens
+/// signed `alg`), with the script's own `extra` fields.
+fn client_json(t: &Tenant, name: &str, alg: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = json!({
+        "issuer": t.issuer,
+        "client_id": format!("app-{name}"),
+        "client_secret": t.secret,
+        "redirect_uri": "http://localhost:3000/callback",
+        "id_token_alg": alg,
+    });
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    v
+}
+
 /// Runs a relying-party script (`what`, for messages) to its end: the names of the checks
 /// it passed (its last line of output, `{"ok", "checks"}`) and its whole output; fails the
 /// test with the tenants' logs when it failed.
@@ -124,15 +141,15 @@ async fn a_certified_client_signs_in_to_two_tenants_by_face() {
     let video = artifacts.join("oidc-camera.y4m");
     write_y4m(&faces_dir().join(PHOTO), &video, 640, 480, 30).unwrap();
     let tenant_json = |t: &Tenant, name: &str, alg: &str| {
-        serde_json::json!({
-            "issuer": t.issuer,
-            "client_id": format!("app-{name}"),
-            "client_secret": t.secret,
-            "redirect_uri": "http://localhost:3000/callback",
-            "post_logout_redirect_uri": "http://localhost:3000/signed-out",
-            "id_token_alg": alg,
-            "username": t.username,
-        })
+        client_json(
+            t,
+            name,
+            alg,
+            json!({
+                "post_logout_redirect_uri": "http://localhost:3000/signed-out",
+                "username": t.username,
+            }),
+        )
     };
     for shot in ["oidc-login-desktop.png", "oidc-login-phone.png"] {
         let _ = std::fs::remove_file(artifacts.join(shot));
@@ -222,14 +239,8 @@ async fn the_documented_python_app_signs_in_with_authlib() {
     let a = start_tenant("a").await;
     let b = start_tenant("b").await;
     let tenant_json = |t: &Tenant, name: &str, alg: &str| {
-        serde_json::json!({
-            "issuer": t.issuer,
-            "client_id": format!("app-{name}"),
-            "client_secret": t.secret,
-            "redirect_uri": "http://localhost:3000/callback",
-            "photo": faces_dir().join(PHOTO).display().to_string(),
-            "id_token_alg": alg,
-        })
+        let photo = faces_dir().join(PHOTO).display().to_string();
+        client_json(t, name, alg, json!({"photo": photo}))
     };
     let config = serde_json::json!({
         "tenants": [tenant_json(&a, "a", "EdDSA"), tenant_json(&b, "b", "ES256")],

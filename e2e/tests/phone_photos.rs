@@ -124,14 +124,7 @@ async fn fifty_megapixel_photos_log_in_and_sixteen_at_once_stay_within_the_memor
     let (rss, peak) = rss_mib(service.pid()).unwrap();
     // Operators see how often photos arrive above the limit: each 50 MP photo was
     // decoded at a quarter of its sides (3.2 MP).
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await.unwrap();
     assert!(
         metrics.contains("faceid_photo_decodes_total{reduced_by=\"4\"} 17"),
         "{}",

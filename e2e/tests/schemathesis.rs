@@ -212,14 +212,7 @@ async fn generated_requests_find_no_5xx_and_no_schema_violation() {
     );
 
     // The service itself saw no server error.
-    let metrics = client
-        .get(format!("{}/metrics", service.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await.unwrap();
     let server_errors: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("faceid_http_requests_total") && l.contains("5xx"))
